@@ -1,0 +1,76 @@
+"""The ``selfalign`` console script.
+
+``fit`` and ``validate`` go to LightningCLI (model + data + trainer from composable YAML). Every other
+command is a plain function whose typed signature and docstring are its options and ``--help``
+(jsonargparse builds the parser from them), so each stage can also be called from Python.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from lightning_selfalign.errors import UserError
+
+# command -> "module:function"; imported lazily so `selfalign seeds` never pays for torch.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("lightning_selfalign.export:export_command", "Hugging Face folder (and Hub upload) from a checkpoint"),
+    "tiny-model": ("lightning_selfalign.tiny:build_tiny_model", "build the tiny random StarCoder2 model, offline"),
+    "seeds": ("lightning_selfalign.seeds:mine_seeds_command", "mine seed functions from a code corpus"),
+    "generate": ("lightning_selfalign.stages:generate_command", "one generation stage: concepts|instructions|responses"),
+    "execute": ("lightning_selfalign.sandbox.batch:execute_command", "execution filter: run code + tests sandboxed"),
+    "curate": ("lightning_selfalign.curation:curate_command", "sanitize, select, dedup, decontaminate"),
+    "evaluate": ("lightning_selfalign.evaluation:evaluate_command", "HumanEval(+)/MBPP(+) pass@k"),
+    "self-align": ("lightning_selfalign.rounds:self_align_command", "the whole multi-round loop"),
+}
+LIGHTNING_COMMANDS = {
+    "fit": "train (LightningCLI): selfalign fit --config configs/tiny-cpu.yaml",
+    "validate": "validate (LightningCLI): selfalign validate --config X.yaml --ckpt_path C",
+}
+
+
+def _usage() -> str:
+    lines = ["usage: selfalign COMMAND [options]   (selfalign COMMAND --help for each option)", "", "commands:"]
+    for name, text in LIGHTNING_COMMANDS.items():
+        lines.append(f"  {name:<12} {text}")
+    for name, (_, text) in COMMANDS.items():
+        lines.append(f"  {name:<12} {text}")
+    return "\n".join(lines)
+
+
+def _load(target: str) -> Callable:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def run_command(command: str, args: Sequence[str]) -> object:
+    """Run one non-Lightning command with its argument list (as after ``selfalign COMMAND``)."""
+    from jsonargparse import CLI
+
+    function = _load(COMMANDS[command][0])
+    return CLI(function, args=list(args), prog=f"selfalign {command}", as_positional=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    command, rest = argv[0], argv[1:]
+    try:
+        if command in LIGHTNING_COMMANDS:
+            from lightning_selfalign.training_cli import run_lightning_cli
+
+            run_lightning_cli([command, *rest])
+        elif command in COMMANDS:
+            run_command(command, rest)
+        else:
+            print(f"error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+            sys.exit(2)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
