@@ -1,0 +1,56 @@
+"""The StarCoder2-Instruct prompt format, defined once, as a Jinja chat template.
+
+Rendered text for one example (what training sees and what ``add_generation_prompt`` asks the model to
+continue)::
+
+    <bos>{SYSTEM}\n\n### Instruction\n{instruction}\n\n### Response\n{response}<eos>
+
+The assistant part (response + EOS) sits inside ``{% generation %}`` so that
+``apply_chat_template(..., return_assistant_tokens_mask=True)`` marks exactly the tokens that carry loss:
+prompt and response are tokenised in one pass, so there is no boundary mismatch with inference.
+The template is saved with the tokenizer at export, so vLLM and ``transformers`` render the same format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SYSTEM = (
+    "You are an exceptionally intelligent coding assistant that consistently delivers accurate and reliable "
+    "responses to user instructions."
+)
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{{ '" + SYSTEM + "\\n\\n' }}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'user' %}"
+    "{{ '### Instruction\\n' + message['content'] + '\\n\\n' }}"
+    "{%- elif message['role'] == 'assistant' %}"
+    "{{ '### Response\\n' }}{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}"
+    "{%- if not loop.last %}{{ '\\n\\n' }}{% endif %}"
+    "{%- else %}"
+    "{{ raise_exception('the StarCoder2-Instruct format has only user and assistant turns, got ' + message['role']) }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '### Response\\n' }}{% endif %}"
+)
+
+
+def render_text(instruction: str, response: str | None, bos: str, eos: str) -> str:
+    """The template's output written out by hand; tests pin the Jinja template to it."""
+    text = f"{bos}{SYSTEM}\n\n### Instruction\n{instruction}\n\n### Response\n"
+    return text if response is None else text + response + eos
+
+
+def messages_for(instruction: str, response: str | None = None) -> list[dict[str, Any]]:
+    """Chat messages for one instruction (and its response, for training)."""
+    messages = [{"role": "user", "content": instruction}]
+    if response is not None:
+        messages.append({"role": "assistant", "content": response})
+    return messages
+
+
+def install_chat_template(tokenizer: Any, overwrite: bool = False) -> None:
+    """Give ``tokenizer`` the StarCoder2-Instruct template (base models ship none)."""
+    if overwrite or not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHAT_TEMPLATE
