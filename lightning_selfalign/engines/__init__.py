@@ -1,0 +1,170 @@
+"""Generation backends behind one small interface: a list of requests in, one completion per request out.
+
+- ``hf``: transformers ``generate`` in this process, batched (the CPU default);
+- ``openai``: any OpenAI-compatible server (vLLM serve, SGLang, llama.cpp server, :mod:`lightning_selfalign.serve`);
+- ``vllm``: an in-memory ``vllm.LLM`` with tensor parallelism (the only module that imports vllm).
+
+Every request carries its own sampling seed, derived by the stage runner from the output row's id, and
+every engine honours it per request (hf: one torch generator per row; openai: the ``seed`` field; vLLM:
+``SamplingParams(seed=...)``), so a sample does not depend on which batch, shard or rerun produced it.
+Completion text never includes the stop string, whichever engine made it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from lightning_selfalign.errors import UserError
+
+ENGINES = ("hf", "vllm", "openai")
+EngineName = Literal["hf", "vllm", "openai"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings shared by one engine call; ``temperature == 0`` means greedy."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt to complete: exactly one of ``text`` (completion mode) and ``messages`` (chat mode)."""
+
+    text: str | None
+    messages: list[dict] | None
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+    @classmethod
+    def from_prompt(cls, prompt: Any, seed: int) -> Request:
+        """From a :class:`lightning_selfalign.prompts.Prompt` and the sample's seed."""
+        return cls(text=prompt.text, messages=prompt.messages, stop=tuple(prompt.stop), seed=seed)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Generated text (stop string removed), why generation ended (``stop`` | ``length``), tokens generated."""
+
+    text: str
+    finish_reason: str
+    num_tokens: int
+
+
+class Engine(Protocol):
+    """What the stage runner needs from a backend."""
+
+    name: str
+    model: str
+    default_batch_size: int
+    counters: dict[str, int]
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Completion]:
+        """One completion per request, in request order."""
+        ...
+
+    def close(self) -> None:
+        """Free the model / connections."""
+        ...
+
+
+@dataclass
+class EngineOptions:
+    """Backend-specific settings; each engine reads the ones it knows."""
+
+    base_url: str | None = None
+    api_key: str | None = None
+    concurrency: int = 32
+    request_timeout: float = 600.0
+    max_retries: int = 5
+    tensor_parallel_size: int = 1
+    dtype: str = "auto"
+    gpu_memory_utilization: float = 0.9
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Text before the first stop string, and whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def merge_system_turn(messages: list[dict]) -> list[dict]:
+    """Fold a leading system turn into the first user turn, for chat templates without a system role
+    (StarCoder2-Instruct's among them)."""
+    if not messages or messages[0].get("role") != "system":
+        return messages
+    system, rest = messages[0]["content"], list(messages[1:])
+    if rest and rest[0].get("role") == "user":
+        rest[0] = {**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}
+    else:
+        rest.insert(0, {"role": "user", "content": system})
+    return rest
+
+
+def prompt_token_ids(tokenizer: Any, request: Request) -> list[int]:
+    """The exact token ids a local engine (hf, vLLM) feeds the model: the text as the tokenizer encodes it, or
+    the messages through the tokenizer's chat template (system turn folded in if the template has no such role)."""
+    if request.messages is None:
+        return tokenizer(request.text)["input_ids"]
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError("--chat needs a chat template and this model's tokenizer has none; drop --chat")
+    try:
+        text = tokenizer.apply_chat_template(request.messages, add_generation_prompt=True, tokenize=False)
+    except Exception:  # Jinja raises its own types; a template without a system role is the usual cause
+        text = tokenizer.apply_chat_template(
+            merge_system_turn(request.messages), add_generation_prompt=True, tokenize=False
+        )
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def load_engine(name: str, model: str, options: EngineOptions | None = None) -> Engine:
+    """Build the backend ``name`` (``hf`` | ``vllm`` | ``openai``) for ``model``."""
+    options = options or EngineOptions()
+    if name == "hf":
+        from lightning_selfalign.engines.hf import HFEngine
+
+        return HFEngine(model, dtype=options.dtype)
+    if name == "openai":
+        from lightning_selfalign.engines.openai import OpenAIEngine
+
+        if not options.base_url:
+            raise UserError("--engine openai needs --base_url, e.g. http://127.0.0.1:8000/v1")
+        return OpenAIEngine(
+            model,
+            base_url=options.base_url,
+            api_key=options.api_key,
+            concurrency=options.concurrency,
+            request_timeout=options.request_timeout,
+            max_retries=options.max_retries,
+        )
+    if name == "vllm":
+        from lightning_selfalign.engines.vllm import VLLMEngine
+
+        return VLLMEngine(
+            model,
+            tensor_parallel_size=options.tensor_parallel_size,
+            dtype=options.dtype,
+            gpu_memory_utilization=options.gpu_memory_utilization,
+            **options.extra,
+        )
+    raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {name!r}")
+
+
+__all__ = [
+    "ENGINES",
+    "Completion",
+    "Engine",
+    "EngineName",
+    "EngineOptions",
+    "Request",
+    "Sampling",
+    "cut_at_stop",
+    "load_engine",
+    "merge_system_turn",
+    "prompt_token_ids",
+]

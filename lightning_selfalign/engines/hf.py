@@ -1,0 +1,116 @@
+"""transformers ``generate`` in this process: batched, left-padded, one sampling seed per row.
+
+``generate``'s own sampler draws every row of a batch from one global generator, so a sample would change
+with the batch it happens to land in (and a resumed run would not reproduce an uninterrupted one). Here a
+logits processor draws each row's next token from that row's own ``torch.Generator`` (seeded from the
+request) and hands ``generate`` a one-hot choice, which its greedy step then takes. Rows are independent
+of batching, ordering and sharding, up to float noise from padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from lightning_selfalign.engines import Completion, Request, Sampling, cut_at_stop, prompt_token_ids
+from lightning_selfalign.errors import UserError
+
+_DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class PerRowSampler(LogitsProcessor):
+    """Temperature + top-p sampling with one generator per batch row; returns a one-hot (0 / -inf) choice."""
+
+    def __init__(self, seeds: Sequence[int], sampling: Sampling, device: torch.device) -> None:
+        self.sampling = sampling
+        self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.sampling.temperature <= 0:
+            chosen = scores.argmax(dim=-1)
+        else:
+            probs = torch.softmax(scores.float() / self.sampling.temperature, dim=-1)
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            # Drop a token once the mass before it already reaches top_p; the most likely token always stays.
+            outside = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= self.sampling.top_p
+            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+            picks = [torch.multinomial(row, 1, generator=gen) for row, gen in zip(sorted_probs, self.generators)]
+            chosen = order.gather(1, torch.cat(picks).view(-1, 1)).view(-1)
+        one_hot = torch.full_like(scores, float("-inf"))
+        return one_hot.scatter_(1, chosen.view(-1, 1), 0.0)
+
+
+class HFEngine:
+    """A transformers causal LM on the GPU when there is one, else the CPU."""
+
+    name = "hf"
+
+    def __init__(self, model: str, dtype: str = "auto", batch_size: int = 16, device: str | None = None) -> None:
+        if dtype not in _DTYPES:
+            raise UserError(f"--dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        self.model = model
+        self.default_batch_size = batch_size
+        self.counters: dict[str, int] = {}
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+            self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=_DTYPES[dtype]).to(self.device).eval()
+        except (OSError, ValueError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"--model {model}: cannot load it with transformers ({first_line})") from None
+        self.eos_id = self.tokenizer.eos_token_id
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Completion]:
+        """Completions in request order; batches of similar prompt length to keep padding low."""
+        prompts = [prompt_token_ids(self.tokenizer, request) for request in requests]
+        order = sorted(range(len(requests)), key=lambda i: len(prompts[i]))
+        results: list[Completion | None] = [None] * len(requests)
+        for start in range(0, len(order), self.default_batch_size):
+            batch = order[start : start + self.default_batch_size]
+            stops = sorted({s for i in batch for s in requests[i].stop})
+            outputs = self._generate_batch(
+                [prompts[i] for i in batch], [requests[i].seed for i in batch], stops, sampling
+            )
+            for i, generated in zip(batch, outputs):
+                results[i] = self._completion(generated, requests[i].stop, sampling)
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self, prompts: list[list[int]], seeds: list[int], stops: list[str], sampling: Sampling
+    ) -> list[list[int]]:
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
+        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        config = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+            stop_strings=stops or None,
+        )
+        output = self.lm.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=config,
+            logits_processor=LogitsProcessorList([PerRowSampler(seeds, sampling, self.device)]),
+            tokenizer=self.tokenizer,
+        )
+        return output[:, width:].tolist()
+
+    def _completion(self, generated: list[int], stop: Sequence[str], sampling: Sampling) -> Completion:
+        ends = [i for i, token in enumerate(generated) if token in (self.eos_id, self.pad_id)]
+        num_tokens = ends[0] + 1 if ends else len(generated)
+        text = self.tokenizer.decode(generated[:num_tokens], skip_special_tokens=True)
+        text, stopped = cut_at_stop(text, stop)
+        if ends or stopped or num_tokens < sampling.max_new_tokens:
+            return Completion(text=text, finish_reason="stop", num_tokens=num_tokens)
+        return Completion(text=text, finish_reason="length", num_tokens=num_tokens)
+
+    def close(self) -> None:
+        del self.lm
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

@@ -1,0 +1,137 @@
+"""Any OpenAI-compatible server (vLLM serve, SGLang, llama.cpp server, ``python -m lightning_selfalign.serve``).
+
+Chat requests go to ``/v1/chat/completions`` (the server applies the model's chat template), text requests
+to ``/v1/completions``. One HTTP request per sample, each with its own ``seed``, at most ``concurrency`` in
+flight. Connection errors, timeouts, 429 and 5xx are retried with exponential backoff (with jitter, capped);
+any other refusal (4xx) is a mistake in the request or the flags and fails at once. When retries run out the
+stage stops with one line naming the server and the fix; rows written so far stay, and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import openai
+
+from lightning_selfalign.engines import Completion, Request, Sampling, cut_at_stop
+from lightning_selfalign.errors import UserError
+
+RETRYABLE = (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError)
+
+
+class OpenAIEngine:
+    """Async client with bounded concurrency, per-request timeout and retries with backoff."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        model: str | None,
+        base_url: str,
+        api_key: str | None = None,
+        concurrency: int = 32,
+        request_timeout: float = 600.0,
+        max_retries: int = 5,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        if concurrency < 1:
+            raise UserError(f"--concurrency must be at least 1, got {concurrency}")
+        self.base_url = base_url
+        # Local servers ignore the key, but the client insists on having one.
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.concurrency = concurrency
+        self.request_timeout = request_timeout
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.default_batch_size = 4 * concurrency
+        self.counters = {"requests": 0, "retries": 0}
+        self.model = model or asyncio.run(self._served_model())
+
+    def _client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=self.api_key, timeout=self.request_timeout, max_retries=0
+        )
+
+    async def _served_model(self) -> str:
+        """The server's first model, when --model is not given."""
+        async with self._client() as client:
+            page = await self._with_retries(client.models.list)
+        if not page.data:
+            raise UserError(f"{self.base_url} serves no model; pass --model")
+        return page.data[0].id
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling) -> list[Completion]:
+        """Completions in request order (requests run concurrently, at most ``concurrency`` at a time)."""
+        return asyncio.run(self._generate_all(requests, sampling))
+
+    async def _generate_all(self, requests: Sequence[Request], sampling: Sampling) -> list[Completion]:
+        slots = asyncio.Semaphore(self.concurrency)
+        async with self._client() as client:
+            return list(await asyncio.gather(*(self._complete(client, slots, r, sampling) for r in requests)))
+
+    async def _complete(
+        self, client: openai.AsyncOpenAI, slots: asyncio.Semaphore, request: Request, sampling: Sampling
+    ) -> Completion:
+        common: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": request.seed,
+            "n": 1,
+        }
+        if request.stop:
+            common["stop"] = list(request.stop)
+
+        async def call() -> Any:
+            async with slots:
+                self.counters["requests"] += 1
+                if request.messages is not None:
+                    return await client.chat.completions.create(messages=request.messages, **common)
+                return await client.completions.create(prompt=request.text, **common)
+
+        response = await self._with_retries(call)
+        choice = response.choices[0]
+        text = (choice.message.content if request.messages is not None else choice.text) or ""
+        text, _ = cut_at_stop(text, request.stop)
+        tokens = response.usage.completion_tokens if response.usage else 0
+        return Completion(
+            text=text, finish_reason="length" if choice.finish_reason == "length" else "stop", num_tokens=tokens or 0
+        )
+
+    async def _with_retries(self, call: Any) -> Any:
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await call()
+            except RETRYABLE as exc:
+                if attempt == self.max_retries:
+                    raise UserError(
+                        f"the OpenAI-compatible server at {self.base_url} failed {attempt + 1} times "
+                        f"(last: {_describe(exc)}); start it or fix --base_url, then rerun to resume"
+                    ) from None
+                self.counters["retries"] += 1
+                delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            except openai.APIStatusError as exc:
+                raise UserError(
+                    f"the server at {self.base_url} refused the request ({_describe(exc)}); "
+                    "check --model, --chat and the sampling flags"
+                ) from None
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def close(self) -> None:
+        """Nothing to free: each call opens and closes its own connection pool."""
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return "request timed out; raise --request_timeout if generations are long"
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}: {' '.join(str(exc.message).split())[:200]}"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
