@@ -72,7 +72,7 @@ def test_example_is_well_formed(example) -> None:
 def test_examples_do_not_contain_the_delimiters() -> None:
     for example in EXAMPLES:
         for text in (example.seed, example.instruction, example.response):
-            assert "[end]" not in text and "### Example" not in text, example.name
+            assert "[/example]" not in text and "### Example" not in text, example.name
 
 
 ROW = {
@@ -93,7 +93,7 @@ def test_completion_prompt_is_deterministic_and_ends_at_the_answer_tag(stage: st
     assert first.text.count("### Example") == 4
     assert first.text.endswith({"concepts": "[concepts]\n", "instructions": "[instruction]\n",
                                 "responses": "[response]\n"}[stage])  # fmt: skip
-    assert first.text.count("[end]") == 3 and "[end]" in first.stop
+    assert first.text.count("[/example]") == 3 and "[/example]" in first.stop
     others = {build_prompt(stage, ROW, rng=random.Random(seed), num_fewshot=3).text for seed in range(8)}
     assert len(others) > 1, "the rng must change which examples are shown"
     assert first.fingerprint == prompt_fingerprint(stage, num_fewshot=3)
@@ -125,16 +125,16 @@ def test_zero_shot_and_missing_fields() -> None:
 
 
 def test_parse_concepts() -> None:
-    assert parse_output("concepts", "- a\n- b\n- a\n[end]\n### Example 9\n- c").fields == {"concepts": ["a", "b"]}
+    assert parse_output("concepts", "- a\n- b\n- a\n[/example]\n### Example 9\n- c").fields == {"concepts": ["a", "b"]}
     assert parse_output("concepts", "recursion, memoization; caching").fields == {
         "concepts": ["recursion", "memoization; caching"]
     }
     assert parse_output("concepts", "1. loops\n2) sorting.").fields == {"concepts": ["loops", "sorting"]}
-    assert parse_output("concepts", "  \n[end]").drop_reason == "no_concepts"
+    assert parse_output("concepts", "  \n[/example]").drop_reason == "no_concepts"
 
 
 def test_parse_instruction() -> None:
-    assert parse_output("instructions", "  Write f.\n[end] junk").fields == {"instruction": "Write f."}
+    assert parse_output("instructions", "  Write f.\n[/example] junk").fields == {"instruction": "Write f."}
     assert parse_output("instructions", "\n\n### Example 3\nmore").drop_reason == "empty_instruction"
 
 
@@ -156,7 +156,7 @@ def test_parse_response_drop_reasons(text: str, reason: str) -> None:
 
 def test_parse_response_takes_the_last_two_blocks_and_cuts_at_stop() -> None:
     text = render_response("Idea: `x * 2`.\n\n```python\nx * 2\n```", "def f(x):\n    return x * 2", "assert f(2) == 4")
-    parsed = parse_output("responses", text + "\n[end]\n\n### Example 5\n```python\nassert False\n```")
+    parsed = parse_output("responses", text + "\n[/example]\n\n### Example 5\n```python\nassert False\n```")
     assert parsed.fields["code"] == "def f(x):\n    return x * 2"
     assert parsed.fields["tests"] == "assert f(2) == 4"
     assert parsed.fields["response"] == text

@@ -7,10 +7,10 @@ Every few-shot block has the same shape in both modes: a *query* (what the stage
     <query>
     [concepts]            <- the stage's answer tag
     <answer>
-    [end]
+    [/example]
 
 and ends with the new item's query and answer tag, so the model continues with the answer and the
-``[end]`` stop string closes it. Chat mode turns each block into a user turn (query) and an assistant
+``[/example]`` stop string closes it. Chat mode turns each block into a user turn (query) and an assistant
 turn (answer) after a system turn with the same task description.
 """
 
@@ -25,11 +25,12 @@ from lightning_selfalign.jsonl import fingerprint
 from lightning_selfalign.prompts.fewshot import Example, load_examples
 
 STAGES = ("concepts", "instructions", "responses")
-END = "[end]"
+# Not "[end]": `x[first:last] = [end]` is ordinary Python. "[/" cannot start valid Python outside a string.
+END = "[/example]"
 BLOCK_HEADER = "### Example"
 STOP = [END, f"\n{BLOCK_HEADER}"]
 # Bump when the layout below changes, so rows made with the old layout get a different fingerprint.
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2
 DEFAULT_NUM_FEWSHOT = 4
 
 SYSTEM = {
