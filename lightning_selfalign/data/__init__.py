@@ -1,0 +1,5 @@
+"""Instruction data for training: JSONL -> chat template -> masked, packed, resumable batches."""
+
+from lightning_selfalign.data.module import InstructionDataModule
+
+__all__ = ["InstructionDataModule"]
