@@ -169,3 +169,18 @@ def test_invalid_fewshot_file_lists_every_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as info:
         parse_examples(data, tmp_path / "fewshot.yaml")
     assert "category must be one of" in str(info.value) and "missing field 'tests'" in str(info.value)
+
+
+def test_sandbox_check_rejects_a_wrong_solution() -> None:
+    passed, _ = run_code_and_tests("def f():\n    return 1\n", "assert f() == 2\n")
+    assert not passed
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("example", [e for e in EXAMPLES if e.category == "program"], ids=lambda e: e.name)
+def test_program_examples_run_as_scripts_without_input(example) -> None:
+    run = subprocess.run(
+        [sys.executable, "-I", "-c", example.code], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0 and run.stdout.strip(), run.stderr[-2000:]
