@@ -22,28 +22,15 @@ different words (semantic paraphrase), and items too short to have ``min_ngrams`
 from __future__ import annotations
 
 import keyword
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning_selfalign.dedup import PLACEHOLDER, normalized_tokens
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.jsonl import read_jsonl
 
-PLACEHOLDER = "_"
-WORD = re.compile(r"\w+", re.UNICODE)
-# Names a text introduces: renaming them consistently must not hide a copy.
-_DEFINED = [
-    re.compile(r"\b(?:def|class)\s+(\w+)"),
-    re.compile(r"^\s*(\w+)\s*(?:[-+*/%&|^@]|//|\*\*|>>|<<)?=(?!=)", re.MULTILINE),
-    re.compile(r"\bfor\s+(\w+)(?:\s*,\s*(\w+))?(?:\s*,\s*(\w+))?\s+in\b"),
-    re.compile(r"\bas\s+(\w+)"),
-    re.compile(r"\blambda\s+(\w+)"),
-]
-_DEF_PARAMS = re.compile(r"\bdef\s+\w+\s*\(([^)]*)\)")
-_PARAM = re.compile(r"(?:^|,)\s*\**\s*(\w+)")
-_KEEP = frozenset(keyword.kwlist) | {"self", "cls"}
 # Words so common in code that an n-gram made only of them says nothing about its source.
 _GENERIC = (
     frozenset(keyword.kwlist)
@@ -53,23 +40,6 @@ _GENERIC = (
 )
 TEXT_FIELDS = ("prompt", "question", "question_content", "text", "problem", "description", "instruction", "content")
 ID_FIELDS = ("task_id", "id", "question_id", "problem_id", "name")
-
-
-def defined_names(text: str) -> set[str]:
-    """Identifiers the text defines: function/class names, parameters, assignment/loop/``as`` targets."""
-    names: set[str] = set()
-    for pattern in _DEFINED:
-        for match in pattern.finditer(text):
-            names.update(group for group in match.groups() if group)
-    for params in _DEF_PARAMS.findall(text):
-        names.update(_PARAM.findall(params))
-    return {name.lower() for name in names if name not in _KEEP and not name[0].isdigit()}
-
-
-def normalized_tokens(text: str) -> list[str]:
-    """Lower-cased word tokens with every defined name replaced by the placeholder."""
-    names = defined_names(text)
-    return [PLACEHOLDER if token in names else token for token in WORD.findall(text.lower())]
 
 
 def ngram_set(tokens: Sequence[str], n: int) -> set[tuple[str, ...]]:

@@ -13,6 +13,7 @@ Empty texts are always kept (there is nothing to compare).
 from __future__ import annotations
 
 import hashlib
+import keyword
 import re
 import zlib
 from collections.abc import Sequence
@@ -20,11 +21,38 @@ from collections.abc import Sequence
 import numpy as np
 
 WORD = re.compile(r"\w+", re.UNICODE)
+PLACEHOLDER = "_"
+# Names a text introduces (def/class/lambda/as/for targets, assignments, parameters): renaming them
+# consistently must not hide a copy, so they all become one placeholder token.
+_DEFINED = re.compile(r"\b(?:(?:def|class|as|lambda)\s+(\w+)|for\s+(\w+)(?:\s*,\s*(\w+))?(?:\s*,\s*(\w+))?\s+in\b)")
+_ASSIGNED = re.compile(r"^\s*(\w+)\s*(?:[-+*/%&|^@]|//|\*\*|>>|<<)?=(?!=)", re.MULTILINE)
+_DEF_PARAMS = re.compile(r"\bdef\s+\w+\s*\(([^)]*)\)")
+_PARAM = re.compile(r"(?:^|,)\s*\**\s*(\w+)")
+_KEEP = frozenset(keyword.kwlist) | {"self", "cls"}
 
 
 def word_tokens(text: str) -> list[str]:
     """Lower-cased word tokens: punctuation, whitespace and case changes disappear."""
     return WORD.findall(text.lower())
+
+
+def defined_names(text: str) -> set[str]:
+    """Lower-cased identifiers the text defines: function/class names, parameters, assignment/loop/``as`` targets."""
+    names: set[str] = set()
+    for match in _DEFINED.finditer(text):
+        names.update(group for group in match.groups() if group)
+    names.update(_ASSIGNED.findall(text))
+    for params in _DEF_PARAMS.findall(text):
+        names.update(_PARAM.findall(params))
+    return {name.lower() for name in names if name not in _KEEP and not name[0].isdigit()}
+
+
+def normalized_tokens(text: str) -> list[str]:
+    """Lower-cased word tokens with every name the text defines replaced by :data:`PLACEHOLDER`."""
+    names = defined_names(text)
+    if not names:
+        return word_tokens(text)
+    return [PLACEHOLDER if token in names else token for token in word_tokens(text)]
 
 
 def normalize_text(text: str) -> str:
@@ -34,18 +62,26 @@ def normalize_text(text: str) -> str:
 
 def exact_duplicate_mask(texts: Sequence[str]) -> list[bool]:
     """Keep-mask that drops every text whose normalised form appeared earlier in ``texts``."""
-    seen: set[bytes] = set()
-    keep: list[bool] = []
-    for text in texts:
+    return [first is None for first in exact_duplicate_of(texts)]
+
+
+def exact_duplicate_of(texts: Sequence[str]) -> list[int | None]:
+    """For each text, the index of the first text with the same normalised form, or ``None`` if it is the first."""
+    first: dict[bytes, int] = {}
+    result: list[int | None] = []
+    for position, text in enumerate(texts):
         key = hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=16).digest()
-        keep.append(key not in seen)
-        seen.add(key)
-    return keep
+        result.append(first.get(key))
+        first.setdefault(key, position)
+    return result
 
 
-def shingles(text: str, ngram: int = 5) -> set[bytes]:
-    """Word ``ngram``-shingles of ``text``; a text shorter than ``ngram`` words is one shingle."""
-    tokens = word_tokens(text)
+def shingles(text: str, ngram: int = 5, canonical_names: bool = True) -> set[bytes]:
+    """Word ``ngram``-shingles of ``text``; a text shorter than ``ngram`` words is one shingle.
+
+    With ``canonical_names`` the names the text defines are one placeholder (see :func:`normalized_tokens`).
+    """
+    tokens = normalized_tokens(text) if canonical_names else word_tokens(text)
     if not tokens:
         return set()
     if len(tokens) < ngram:
@@ -60,11 +96,12 @@ class MinHasher:
     cheaper than the SHA-1 default, which matters at 100k rows.
     """
 
-    def __init__(self, num_perm: int = 250, ngram: int = 5, seed: int = 1) -> None:
+    def __init__(self, num_perm: int = 250, ngram: int = 5, seed: int = 1, canonical_names: bool = True) -> None:
         from datasketch import MinHash
 
         self.num_perm = num_perm
         self.ngram = ngram
+        self.canonical_names = canonical_names
         self.seed = seed
         self._template = MinHash(num_perm=num_perm, seed=seed)
 
@@ -72,7 +109,7 @@ class MinHasher:
         """The MinHash hash values of ``text`` (``None`` for a text without words)."""
         from datasketch import MinHash
 
-        grams = shingles(text, self.ngram)
+        grams = shingles(text, self.ngram, self.canonical_names)
         if not grams:
             return None
         sketch = MinHash(
@@ -95,16 +132,26 @@ def near_duplicate_mask(
     threshold: float = 0.7,
     num_perm: int = 250,
     ngram: int = 5,
+    canonical_names: bool = True,
     signatures: Sequence[np.ndarray | None] | None = None,
 ) -> list[bool]:
     """Keep-mask that drops every text whose estimated Jaccard similarity to an earlier kept text is ``>= threshold``.
 
-    ``signatures`` (from :meth:`MinHasher.signatures` with the same ``num_perm`` and ``ngram``) may be
+    ``canonical_names`` (default) makes consistently renamed identifiers invisible, so a copy with renamed
+    variables is still a duplicate; ``False`` gives the reference's plain word shingles.
+    ``signatures`` (from :meth:`MinHasher.signatures` with the same settings) may be
     computed elsewhere, e.g. in worker processes; otherwise they are computed here.
     """
     return [
         dup is None
-        for dup in near_duplicate_of(texts, threshold=threshold, num_perm=num_perm, ngram=ngram, signatures=signatures)
+        for dup in near_duplicate_of(
+            texts,
+            threshold=threshold,
+            num_perm=num_perm,
+            ngram=ngram,
+            canonical_names=canonical_names,
+            signatures=signatures,
+        )
     ]
 
 
@@ -114,6 +161,7 @@ def near_duplicate_of(
     threshold: float = 0.7,
     num_perm: int = 250,
     ngram: int = 5,
+    canonical_names: bool = True,
     signatures: Sequence[np.ndarray | None] | None = None,
 ) -> list[int | None]:
     """For each text, the index of the earlier kept text it nearly duplicates, or ``None`` to keep it.
@@ -126,7 +174,7 @@ def near_duplicate_of(
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     if signatures is None:
-        signatures = MinHasher(num_perm=num_perm, ngram=ngram).signatures(texts)
+        signatures = MinHasher(num_perm=num_perm, ngram=ngram, canonical_names=canonical_names).signatures(texts)
     if len(signatures) != len(texts):
         raise ValueError(f"got {len(signatures)} signatures for {len(texts)} texts")
     index = MinHashLSH(threshold=threshold, num_perm=num_perm)

@@ -1,0 +1,313 @@
+"""The curation steps in order, as a library function: executed rows in, SFT rows out, every drop logged.
+
+Order (cheap and row-local first, so the costly global steps see the fewest rows):
+
+1. ``filter``: keep passing, untruncated, non-empty, complete responses;
+2. ``select``: one response per instruction (``parent_id``), streamed, so memory holds one row per instruction;
+3. ``sanitize``: the response (and instruction) transformations chosen in :class:`CurationConfig`;
+4. ``decontaminate``: drop rows overlapping a benchmark item (HumanEval always);
+5. ``exact_dedup`` then ``near_dedup``: per field, the first row in input order is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from lightning_selfalign.curation import sanitize
+from lightning_selfalign.decontamination import Decontaminator
+from lightning_selfalign.dedup import MinHasher, exact_duplicate_of, near_duplicate_of
+from lightning_selfalign.records import VERDICT_PASS
+
+# Provenance copied from the executed row to the SFT row when present.
+LINEAGE_FIELDS = ("fingerprint", "source", "category", "difficulty", "sample_index", "tests_run")
+# What the steps after selection read; everything else is let go early to bound memory.
+_WORKING_FIELDS = ("id", "parent_id", "round", "instruction", "response", "code", "tests", *LINEAGE_FIELDS)
+SELECT_RULES = ("most_tests", "random")
+
+
+@dataclass
+class CurationConfig:
+    """Every curation option (the ``selfalign curate`` flags of the same names)."""
+
+    normalize_fences: bool = True
+    strip_chatter: bool = True
+    drop_tests: bool = False
+    assert_probability: float = 0.0
+    strip_comments: bool = False
+    drop_incomplete: bool = True
+    drop_truncated: bool = True
+    select: str = "most_tests"
+    seed: int = 0
+    exact_dedup: bool = True
+    near_dedup: bool = True
+    dedup_fields: Sequence[str] = ("instruction", "response", "code")
+    dedup_threshold: float = 0.7
+    dedup_num_perm: int = 250
+    dedup_ngram: int = 5
+    benchmark_files: Sequence[str] = ()
+    decontamination_fields: Sequence[str] = ("instruction", "response")
+    decontamination_ngram: int = 5
+    decontamination_threshold: float = 0.25
+    workers: int = 2
+
+    def problems(self) -> list[str]:
+        """Every invalid setting, each naming its flag (empty when all are valid)."""
+        found = []
+        if self.select not in SELECT_RULES:
+            found.append(f"--select must be one of {', '.join(SELECT_RULES)}, got {self.select!r}")
+        if not 0.0 <= self.assert_probability <= 1.0:
+            found.append(f"--assert_probability must be in [0, 1], got {self.assert_probability}")
+        if not 0.0 < self.dedup_threshold <= 1.0:
+            found.append(f"--dedup_threshold must be in (0, 1], got {self.dedup_threshold}")
+        if not 0.0 < self.decontamination_threshold <= 1.0:
+            found.append(f"--decontamination_threshold must be in (0, 1], got {self.decontamination_threshold}")
+        for flag, value in (
+            ("--dedup_ngram", self.dedup_ngram),
+            ("--decontamination_ngram", self.decontamination_ngram),
+            ("--dedup_num_perm", self.dedup_num_perm),
+            ("--workers", self.workers),
+        ):
+            if value < 1:
+                found.append(f"{flag} must be at least 1, got {value}")
+        return found
+
+
+@dataclass
+class CurationResult:
+    """Kept SFT rows, one record per removed row (``id``, ``step``, ``reason`` and details), and counts."""
+
+    rows: list[dict[str, Any]]
+    removed: list[dict[str, Any]]
+    rows_in: int = 0
+    dropped: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    contamination: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+
+    def drop(self, row: dict[str, Any], step: str, reason: str, **details: Any) -> None:
+        self.dropped[step][reason] += 1
+        self.removed.append(
+            {"id": row.get("id"), "parent_id": row.get("parent_id"), "step": step, "reason": reason, **details}
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Counts in, out and dropped per step and reason; rows_in == rows_out + dropped_total always."""
+        dropped = {step: dict(sorted(reasons.items())) for step, reasons in self.dropped.items()}
+        total = sum(sum(reasons.values()) for reasons in self.dropped.values())
+        assert self.rows_in == len(self.rows) + total, "every input row must be kept or counted as dropped"
+        contamination = {name: dict(sorted(items.items())) for name, items in self.contamination.items()}
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": len(self.rows),
+            "dropped_total": total,
+            "dropped": dropped,
+            "contamination": contamination,
+        }
+
+
+def _stable_unit(*parts: Any) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def _rank(row: dict[str, Any], rule: str, seed: int) -> tuple:
+    """Lower ranks win. most_tests: most checks run, then shortest solution, then id; random: seeded hash of id."""
+    if rule == "random":
+        return (_stable_unit(seed, row.get("id")),)
+    tests_run = row.get("tests_run")
+    solution = row.get("code") or row.get("response") or ""
+    return (-(tests_run if isinstance(tests_run, int) else 0), len(solution), str(row.get("id")))
+
+
+def _filter_reason(row: dict[str, Any], config: CurationConfig) -> str | None:
+    if row.get("verdict") != VERDICT_PASS:
+        return f"verdict:{row.get('verdict')}"
+    if config.drop_truncated and row.get("finish_reason") == "length":
+        return "truncated"
+    if not str(row.get("response", "")).strip():
+        return "empty_response"
+    if config.drop_incomplete and sanitize.is_incomplete(row["response"]):
+        return "incomplete"
+    return None
+
+
+def select_responses(rows: Iterable[dict[str, Any]], config: CurationConfig, result: CurationResult) -> list[dict]:
+    """Filter, then keep the best row of each instruction group (in the input order of the kept rows)."""
+    best: dict[str, tuple[tuple, int, dict]] = {}
+    losers: list[tuple[dict, str]] = []
+    for position, row in enumerate(rows):
+        result.rows_in += 1
+        reason = _filter_reason(row, config)
+        if reason is not None:
+            result.drop(row, "filter", reason)
+            continue
+        row = {key: row[key] for key in _WORKING_FIELDS if key in row}
+        parent = row.get("parent_id")
+        group = str(parent) if parent is not None else "instruction:" + sanitize_key(row["instruction"])
+        rank = _rank(row, config.select, config.seed)
+        current = best.get(group)
+        if current is None or rank < current[0]:
+            if current is not None:
+                losers.append((current[2], group))
+            best[group] = (rank, position, row)
+        else:
+            losers.append((row, group))
+    for row, group in losers:
+        result.drop(row, "select", "not_selected", selected=best[group][2].get("id"), rule=config.select)
+    return [row for _, _, row in sorted(best.values(), key=lambda entry: entry[1])]
+
+
+def sanitize_key(text: str) -> str:
+    return hashlib.blake2b(" ".join(text.split()).encode("utf-8"), digest_size=16).hexdigest()
+
+
+def sanitize_rows(rows: list[dict], config: CurationConfig, result: CurationResult) -> list[dict]:
+    """Apply the chosen response/instruction transformations; a row left with no response is dropped."""
+    kept = []
+    for row in rows:
+        response = row["response"]
+        if config.normalize_fences:
+            response = sanitize.normalize_fences(response)
+        if config.strip_chatter:
+            response = sanitize.strip_chatter(response)
+        if config.drop_tests and row.get("tests"):
+            response = sanitize.drop_tests(response, row["tests"])
+        if config.strip_comments:
+            response = sanitize.strip_comments(response)
+        if config.assert_probability > 0 and row.get("tests"):
+            rng = random.Random(_stable_unit(config.seed, row.get("id"), "asserts"))
+            row["instruction"] = sanitize.assert_augmented_instruction(
+                row["instruction"], row["tests"], rng, config.assert_probability
+            )
+        if not response.strip():
+            result.drop(row, "sanitize", "empty_after_sanitize")
+            continue
+        row["response"] = response
+        kept.append(row)
+    return kept
+
+
+_WORKER_FUNCTION: Callable | None = None
+
+
+def _apply_worker_function(chunk: list) -> list:
+    assert _WORKER_FUNCTION is not None, "the pool must be forked after the function is set"
+    return [_WORKER_FUNCTION(item) for item in chunk]
+
+
+def parallel_map(function: Callable, items: Sequence, workers: int, chunk_size: int = 256) -> list:
+    """``[function(x) for x in items]`` over ``workers`` forked processes (the function need not pickle)."""
+    global _WORKER_FUNCTION
+    if workers <= 1 or len(items) < 4 * chunk_size:
+        return [function(item) for item in items]
+    _WORKER_FUNCTION = function
+    chunks = [list(items[start : start + chunk_size]) for start in range(0, len(items), chunk_size)]
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return [out for part in pool.imap(_apply_worker_function, chunks) for out in part]
+    finally:
+        _WORKER_FUNCTION = None
+
+
+def _joined(row: dict, fields: Sequence[str]) -> str:
+    return "\n".join(str(row.get(name) or "") for name in fields)
+
+
+def decontaminate_rows(rows: list[dict], config: CurationConfig, result: CurationResult) -> list[dict]:
+    """Drop rows whose text overlaps a benchmark item; each removal names the item and the overlap."""
+    detector = Decontaminator(
+        files=list(config.benchmark_files),
+        ngram=config.decontamination_ngram,
+        threshold=config.decontamination_threshold,
+    )
+    texts = [_joined(row, config.decontamination_fields) for row in rows]
+    matches = parallel_map(detector.match, texts, config.workers)
+    kept = []
+    for row, match in zip(rows, matches):
+        if match is None:
+            kept.append(row)
+            continue
+        result.contamination[match.benchmark][match.item_id] += 1
+        result.drop(row, "decontaminate", f"benchmark:{match.benchmark}", match=match.as_dict())
+    return kept
+
+
+def dedup_rows(rows: list[dict], config: CurationConfig, result: CurationResult) -> list[dict]:
+    """Exact then near-duplicate removal on each of ``dedup_fields`` in turn (first occurrence kept)."""
+    for name in config.dedup_fields:
+        if config.exact_dedup:
+            rows = _drop_exact(rows, name, result)
+    if not config.near_dedup:
+        return rows
+    hasher = MinHasher(num_perm=config.dedup_num_perm, ngram=config.dedup_ngram)
+    signatures = {
+        name: parallel_map(hasher.signature, [str(row.get(name) or "") for row in rows], config.workers)
+        for name in tqdm(config.dedup_fields, desc="curate: minhash", unit="field", leave=False)
+    }
+    alive = list(range(len(rows)))
+    for name in config.dedup_fields:
+        texts = [str(rows[i].get(name) or "") for i in alive]
+        duplicate_of = near_duplicate_of(
+            texts,
+            threshold=config.dedup_threshold,
+            num_perm=config.dedup_num_perm,
+            ngram=config.dedup_ngram,
+            signatures=[signatures[name][i] for i in alive],
+        )
+        survivors = []
+        for i, other in zip(alive, duplicate_of):
+            if other is None:
+                survivors.append(i)
+            else:
+                result.drop(rows[i], "near_dedup", f"near_duplicate:{name}", duplicate_of=rows[alive[other]].get("id"))
+        alive = survivors
+    return [rows[i] for i in alive]
+
+
+def _drop_exact(rows: list[dict], name: str, result: CurationResult) -> list[dict]:
+    """Rows whose ``name`` field is not a (normalised) repeat of an earlier row's; non-empty fields only."""
+    texts = [str(row.get(name) or "") for row in rows]
+    kept = []
+    for row, text, first in zip(rows, texts, exact_duplicate_of(texts)):
+        if first is None or not text.strip():
+            kept.append(row)
+        else:
+            result.drop(row, "exact_dedup", f"exact_duplicate:{name}", duplicate_of=rows[first].get("id"))
+    return kept
+
+
+def sft_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The training row: instruction, response, round and lineage."""
+    out = {
+        "id": row.get("id"),
+        "parent_id": row.get("parent_id"),
+        "instruction": row["instruction"],
+        "response": row["response"],
+        "round": row.get("round", 0),
+    }
+    out.update({key: row[key] for key in LINEAGE_FIELDS if key in row})
+    return out
+
+
+def curate(rows: Iterable[dict[str, Any]], config: CurationConfig | None = None) -> CurationResult:
+    """Curate executed rows into SFT rows; see the module docstring for the steps."""
+    config = config or CurationConfig()
+    problems = config.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    result = CurationResult(rows=[], removed=[])
+    selected = select_responses(rows, config, result)
+    cleaned = sanitize_rows(selected, config, result)
+    clean = decontaminate_rows(cleaned, config, result)
+    unique = dedup_rows(clean, config, result)
+    result.rows = [sft_row(row) for row in unique]
+    return result
+
+
+def config_dict(config: CurationConfig) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(config).items()}
