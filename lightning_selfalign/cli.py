@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("lightning_selfalign.export:export_command", "Hugging Face folder (and Hub upload) from a checkpoint"),
     "tiny-model": ("lightning_selfalign.tiny:build_tiny_model", "build the tiny random StarCoder2 model, offline"),
     "seeds": ("lightning_selfalign.seeds:mine_seeds_command", "mine seed functions from a code corpus"),
-    "generate": ("lightning_selfalign.stages:generate_command", "one generation stage: concepts|instructions|responses"),
+    "generate": ("lightning_selfalign.stages:generate_command", "one stage: concepts|instructions|responses"),
     "execute": ("lightning_selfalign.sandbox.batch:execute_command", "execution filter: run code + tests sandboxed"),
     "curate": ("lightning_selfalign.curation:curate_command", "sanitize, select, dedup, decontaminate"),
     "evaluate": ("lightning_selfalign.evaluation:evaluate_command", "HumanEval(+)/MBPP(+) pass@k"),
