@@ -77,7 +77,7 @@ def test_examples_do_not_contain_the_delimiters() -> None:
 
 ROW = {
     "id": "r1",
-    "seed": "def add(a, b):\n    \"\"\"Add.\"\"\"\n    return a + b\n",
+    "seed": 'def add(a, b):\n    """Add."""\n    return a + b\n',
     "concepts": ["integer addition", "pure functions"],
     "category": "class",
     "difficulty": "hard",
