@@ -1,0 +1,165 @@
+"""The execution filter over JSONL: ``selfalign execute`` and :func:`execute_rows`.
+
+Rows are appended and flushed as they finish, so a killed run loses nothing; rerunning the same command
+skips ids already in the output. A sample that timed out is retried once, alone, at the end of the batch
+(on a small, busy machine contention alone can cause a timeout); only its second result is written.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from lightning_selfalign.errors import UserError
+from lightning_selfalign.jsonl import JsonlAppender, finished_ids, read_jsonl, write_stats
+from lightning_selfalign.records import REQUIRED_EXECUTE
+from lightning_selfalign.sandbox.pool import SandboxPool
+from lightning_selfalign.sandbox.types import ExecutionResult, Limits, Verdict
+
+
+def _checked(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for index, row in enumerate(rows):
+        bad = [f for f in REQUIRED_EXECUTE if not isinstance(row.get(f), str if f != "id" else (str, int))]
+        if bad:
+            raise UserError(f"row {index} (id {row.get('id')!r}): field(s) {', '.join(bad)} missing or not a string")
+        yield row
+
+
+def todo_rows(rows: Iterable[dict[str, Any]], finished: set[str], skipped: Counter) -> Iterator[dict[str, Any]]:
+    """Rows whose id is not in the output yet; a repeated input id runs once."""
+    seen: set[str] = set()
+    for row in _checked(rows):
+        key = str(row["id"])
+        if key in seen:
+            skipped["duplicate_id"] += 1
+        elif key in finished:
+            skipped["already_done"] += 1
+        else:
+            seen.add(key)
+            yield row
+        seen.add(key)
+
+
+def execute_rows(
+    rows: Iterable[dict[str, Any]],
+    output: str | Path,
+    limits: Limits | None = None,
+    workers: int = 2,
+    isolation: str = "auto",
+    allow_unsafe: bool = False,
+    retry_timeouts: bool = True,
+    progress: bool = True,
+    pool: SandboxPool | None = None,
+) -> dict[str, Any]:
+    """Execute every row's ``code`` + ``tests`` and append it with ``verdict``, ``reason``, ``tests_run``,
+    ``duration_s`` to ``output`` (other fields untouched); resumes a partial output. Returns the stats."""
+    limits = limits or Limits()
+    started = time.monotonic()
+    finished = finished_ids(output)
+    skipped: Counter = Counter()
+    verdicts: Counter = Counter()
+    own_pool = pool is None
+    pool = pool or SandboxPool(workers=workers, isolation=isolation, allow_unsafe=allow_unsafe)
+    retried: list[dict[str, Any]] = []
+    bar = tqdm(desc="execute", unit="sample", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    try:
+        with JsonlAppender(output) as out:
+            pairs = pool.map(todo_rows(rows, finished, skipped), limits, lambda row: (row["code"], row["tests"]))
+            for row, result in pairs:
+                if retry_timeouts and result.verdict == Verdict.TIMEOUT:
+                    retried.append(row)
+                    continue
+                _write(out, row, result, verdicts, bar)
+            for row in retried:  # alone: the other helpers are idle now
+                _write(out, row, pool.run(row["code"], row["tests"], limits), verdicts, bar)
+    finally:
+        bar.close()
+        if own_pool:
+            pool.close()
+    stats = _stats(verdicts, skipped, retried, pool, limits, time.monotonic() - started)
+    write_stats(output, stats)
+    return stats
+
+
+def _write(out: JsonlAppender, row: dict, result: ExecutionResult, verdicts: Counter, bar: tqdm) -> None:
+    out.write({**row, **result.row_fields()})
+    verdicts[result.verdict] += 1
+    bar.update()
+    bar.set_postfix(dict(verdicts.most_common()), refresh=False)
+
+
+def _stats(verdicts: Counter, skipped: Counter, retried: list, pool: SandboxPool, limits: Limits, seconds: float):
+    executed = sum(verdicts.values())
+    return {
+        "rows_executed": executed,
+        "rows_out": executed,
+        "skipped": dict(skipped),
+        "verdicts": dict(verdicts),
+        "timeouts_retried": len(retried),
+        "isolation": pool.mode,
+        "protections": pool.protections,
+        "helpers_replaced": pool.replaced,
+        "limits": vars(limits),
+        "seconds": round(seconds, 3),
+        "samples_per_s": round(executed / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def execute_command(
+    input: str,
+    output: str,
+    timeout: float = 10.0,
+    memory: int = 1024,
+    workers: int = 2,
+    isolation: str = "auto",
+    allow_unsafe: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
+    retry_timeouts: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run each row's code + tests in the sandbox and write the rows with their verdicts.
+
+    Args:
+        input: JSONL with ``id``, ``code``, ``tests`` per row (other fields pass through).
+        output: JSONL to append to; rerunning resumes, skipping ids already there.
+        timeout: wall-clock seconds per sample.
+        memory: address-space cap per sample process, in MB.
+        workers: sandbox helpers running in parallel (per node with ``--executor ray``).
+        isolation: auto (strongest available), bwrap, namespaces, or rlimits (unsafe; needs --allow_unsafe).
+        allow_unsafe: permit running generated code with rlimits only (no network/PID/filesystem isolation).
+        executor: local, or ray (batches go to sandbox executors on every node of a running Ray cluster).
+        ray_address: Ray cluster address for ``--executor ray`` (default: ``auto``, the running cluster).
+        retry_timeouts: retry a timed-out sample once, alone, at the end.
+        progress: show a progress bar.
+    """
+    if timeout <= 0 or memory <= 0:
+        raise UserError(f"--timeout and --memory must be positive (got {timeout}, {memory})")
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor must be local or ray, got {executor!r}")
+    limits = Limits(timeout_s=timeout, memory_mb=memory)
+    rows = read_jsonl(input, required=REQUIRED_EXECUTE)
+    if executor == "ray":
+        from lightning_selfalign.sandbox.ray_executor import execute_rows_ray
+
+        stats = execute_rows_ray(rows, output, limits, workers, isolation, allow_unsafe, ray_address, progress)
+    else:
+        stats = execute_rows(rows, output, limits, workers, isolation, allow_unsafe, retry_timeouts, progress)
+    _print_summary(input, output, stats)
+    return stats
+
+
+def _print_summary(input: str, output: str, stats: dict[str, Any]) -> None:
+    verdicts = ", ".join(f"{k} {v}" for k, v in sorted(stats["verdicts"].items(), key=lambda kv: -kv[1]))
+    skipped = ", ".join(f"{k} {v}" for k, v in stats["skipped"].items()) or "none"
+    print(
+        f"execute: {input} -> {output}: {stats['rows_executed']} executed ({verdicts or 'none'}); skipped: {skipped}; "
+        f"{stats['samples_per_s']} samples/s; isolation {stats['isolation']}",
+        file=sys.stderr,
+    )

@@ -1,0 +1,104 @@
+"""What runs inside the sample process: ``code`` + ``tests`` as one ``__main__`` module, then a report.
+
+Standard library only: the helper loads this file by path, inside the sandbox. The report goes to a pipe
+fd as one frame carrying a per-sample nonce the helper chose; the helper ignores anything without it, so
+text the sample prints or writes to other fds cannot pass for a report. A pass needs the report, and the
+report is written only after the module body returned normally: ``sys.exit``, ``os._exit``, ``atexit``,
+``finally: os._exit(0)``, ``exec`` of another program, or a killed process all end before it.
+
+Checks are counted by rewriting every ``assert`` statement in the *tests* part (also inside helper
+functions such as HumanEval's ``check``) to bump a counter after it succeeds; a run with zero completed
+asserts is ``no_tests``.
+"""
+
+import ast
+import builtins
+import os
+import sys
+import types
+
+CHECK_NAME = "__selfalign_check__"
+FILENAME = "main.py"
+
+
+class _CountAsserts(ast.NodeTransformer):
+    """After each assert at or below ``first_line`` (the tests part), call the check counter."""
+
+    def __init__(self, first_line: int) -> None:
+        self.first_line = first_line
+
+    def visit_Assert(self, node: ast.Assert):
+        if node.lineno < self.first_line:
+            return node
+        call = ast.Expr(ast.Call(ast.Name(CHECK_NAME, ast.Load()), [], []))
+        return [node, ast.copy_location(call, node)]
+
+
+def instrument(code: str, tests: str) -> types.CodeType:
+    """Compile code + tests as one module with counted asserts; raises SyntaxError as compile does."""
+    source = code + "\n" + tests
+    first_test_line = code.count("\n") + 2
+    tree = _CountAsserts(first_test_line).visit(ast.parse(source, FILENAME))
+    ast.fix_missing_locations(tree)
+    return compile(tree, FILENAME, "exec", dont_inherit=True)
+
+
+def _where(exc: BaseException) -> str:
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == FILENAME:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" (main.py line {line})" if line else ""
+
+
+def describe(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except BaseException:
+        text = "<str() of the exception failed>"
+    return f"{type(exc).__name__}: {text}"[:1500] + _where(exc)
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(verdict, reason) for an exception that ended the module early."""
+    if isinstance(exc, AssertionError):
+        return "fail", describe(exc)
+    if isinstance(exc, MemoryError):
+        return "memory", describe(exc)
+    if isinstance(exc, SystemExit):
+        return "error", f"SystemExit({exc.code!r}) before the tests finished{_where(exc)}"
+    return "error", describe(exc)
+
+
+def run(program: types.CodeType, nonce: str, fd: int) -> None:
+    """Execute the compiled sample, report through ``fd``, and end the process. Never returns."""
+    write, exit_now, encode = os.write, os._exit, str.encode  # held before the sample can replace them
+    checks = [0]
+
+    def count_check() -> None:
+        checks[0] += 1
+
+    def report(status: str, reason: str) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        body = encode(reason, "utf-8", "backslashreplace")
+        write(fd, encode(f"\nSELFALIGN-REPORT {nonce} {status} {checks[0]} {len(body)}\n") + body)
+        exit_now(0)
+
+    module = types.ModuleType("__main__")
+    module.__dict__.update({"__builtins__": builtins, "__file__": os.path.abspath(FILENAME), CHECK_NAME: count_check})
+    sys.modules["__main__"] = module
+    sys.argv = [FILENAME]
+    try:
+        exec(program, module.__dict__)
+    except BaseException as exc:
+        try:
+            report(*classify(exc))
+        except BaseException:
+            report("error", "an exception that could not be described")
+    report("ok", "")

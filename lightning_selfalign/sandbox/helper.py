@@ -1,0 +1,381 @@
+"""The warm helper: a small long-lived process that forks one isolated child per sample.
+
+Runs as a script (``python -I helper.py CONFIG_JSON``), inside bubblewrap when available, and imports only
+the standard library so that forking stays cheap and nothing of the application is reachable. It reads one
+JSON request per line on stdin and writes one JSON verdict per line on stdout.
+
+Per sample: fork an *intermediate* that (in ``namespaces`` mode) unshares a user, PID and mount namespace
+and forks the *sample process*, PID 1 of that namespace: when it dies, the kernel kills every process the
+sample started. The sample process mounts a private tmpfs on /tmp (its scratch dir, size-capped) and a
+fresh /proc, sets rlimits, drops all capabilities, sets no-new-privs and runs the harness. The intermediate
+waits, then reports the raw exit status. The helper enforces the wall clock from outside: SIGKILL to the
+intermediate fires the sample's parent-death signal, which ends its namespace.
+"""
+
+import ctypes
+import gc
+import json
+import os
+import resource
+import select
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x20000, 0x10000000, 0x20000000
+CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS = 0x40000000, 0x08000000, 0x04000000
+MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x2, 0x4
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+RESULT_FD = 1023
+SCRATCH_DIRS = ("/tmp", "/dev/shm")
+HELPER_MEMORY = 4 << 30
+SAMPLE_UID = 1000  # the helper's and the samples' uid inside their user namespace: not root there either
+# Imported once here so each forked sample gets them for free (the usual imports of generated code and tests).
+PRELOAD = (
+    "abc array ast bisect collections collections.abc copy dataclasses datetime decimal enum fractions functools "
+    "hashlib heapq io itertools json math operator random re statistics string struct textwrap typing unittest"
+).split()
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _write_file(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def enter_helper_namespaces(config: dict) -> int:
+    """Our own user + PID namespace (+ network, IPC, UTS without bubblewrap); we become its PID 1.
+
+    The original process stays behind as a waiting parent. Owning the PID namespace lets us give each
+    sample its own nested one (unshare, fork, then setns back); owning the user namespace as a mapped
+    non-root uid keeps ``RLIMIT_NPROC`` in force. Returns an fd of our PID namespace.
+    """
+    flags = CLONE_NEWUSER | CLONE_NEWPID
+    if config["helper_namespaces"]:
+        flags |= CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # else /proc/self/uid_map belongs to root, not to us
+    _check(libc.unshare(flags), "unshare")
+    _write_file("/proc/self/setgroups", "deny")
+    _write_file("/proc/self/uid_map", f"{SAMPLE_UID} {config['uid']} 1")
+    _write_file("/proc/self/gid_map", f"{SAMPLE_UID} {config['gid']} 1")
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    pid = os.fork()  # our PID 1 must exist before the new /proc can be mounted
+    if pid:
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    mount_private_dirs(config["scratch_mb"])
+    return os.open("/proc/self/ns/pid", os.O_RDONLY)
+
+
+def mount_private_dirs(scratch_mb: int) -> None:
+    """Our own mount namespace: size-capped tmpfs on /tmp (the samples' scratch) and /dev/shm, our own /proc."""
+    _check(libc.unshare(CLONE_NEWNS), "unshare mount namespace")
+    _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+    opts = f"size={scratch_mb}m,nr_inodes=4096,mode=1777".encode()
+    for target in SCRATCH_DIRS:
+        if os.path.isdir(target):
+            _check(libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts), f"mount {target}")
+    # Refused where the outer /proc has parts covered (bubblewrap as root does that); the outer one then shows
+    # only the helper's PID namespace, where a sample can neither signal nor read anything (not dumpable).
+    libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV, None)
+
+
+def wipe_scratch() -> None:
+    """Remove what the last sample left in the scratch dirs, so the next one starts empty."""
+    for target in SCRATCH_DIRS:
+        with os.scandir(target) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+
+
+def drop_privileges() -> None:
+    """No effective, permitted or inheritable capabilities, and no-new-privs.
+
+    The bounding set is left alone (dropping it costs 41 calls per sample): with no-new-privs and a non-root
+    uid, exec cannot raise capabilities back, so an empty permitted set stays empty.
+    """
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)()
+    _check(libc.capset(header, data), "capset")
+
+
+def set_rlimits(limits: dict) -> None:
+    mb = 1 << 20
+    caps = {
+        resource.RLIMIT_AS: limits["memory_mb"] * mb,
+        resource.RLIMIT_FSIZE: limits["file_size_mb"] * mb,
+        resource.RLIMIT_CPU: int(limits["timeout_s"]) + 2,
+        resource.RLIMIT_NOFILE: limits["open_files"],
+        resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_NPROC: limits["processes"] + 2,  # the helper and its waiting parent count too
+    }
+    for which, value in caps.items():
+        resource.setrlimit(which, (value, value))
+
+
+def redirect_fds(output_w: int, result_w: int) -> None:
+    """stdin from /dev/null, stdout+stderr to the drained output pipe, the result pipe at RESULT_FD; close the rest."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(output_w, 1)
+    os.dup2(output_w, 2)
+    os.dup2(result_w, RESULT_FD)
+    os.set_inheritable(RESULT_FD, False)
+    os.closerange(3, RESULT_FD)
+    os.closerange(RESULT_FD + 1, 65536)
+
+
+def run_sample_process(request: dict, config: dict, output_w: int, result_w: int) -> None:
+    """The forked sample (PID 1 of its own namespace when namespaces are on): lock down, run the harness."""
+    try:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        os.setsid()
+        if config["namespaces"]:
+            os.chdir("/tmp")
+        else:
+            os.chdir(request["scratch"])
+        redirect_fds(output_w, result_w)
+        set_rlimits(request["limits"])
+        drop_privileges()
+        os.environ.clear()
+        os.environ.update(config["env"])
+    except BaseException as exc:
+        os.write(result_w, f"\nSELFALIGN-SETUP {request['nonce']} {type(exc).__name__}: {exc}\n".encode())
+        os._exit(124)
+    harness.run(request["program"], request["nonce"], RESULT_FD)
+
+
+def fork_sample(request: dict, config: dict, output_w: int, result_w: int) -> int:
+    """Fork the sample process; with namespaces it is PID 1 of a fresh PID namespace."""
+    if config["namespaces"]:
+        _check(libc.unshare(CLONE_NEWPID), "unshare PID namespace")
+    else:
+        request["scratch"] = tempfile.mkdtemp(prefix="selfalign-sample-")
+    pid = os.fork()
+    if pid == 0:
+        run_sample_process(request, config, output_w, result_w)
+    if config["namespaces"]:
+        _check(libc.setns(config["pid_ns_fd"], CLONE_NEWPID), "setns back to our PID namespace")
+    return pid
+
+
+def kill_sample(pid: int, config: dict) -> None:
+    """SIGKILL to PID 1 ends its whole namespace; without one only the process group can be found."""
+    for kill in (os.kill,) if config["namespaces"] else (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _drain(fd: int, keep: bytearray, bound: int) -> bool:
+    """Read what is available; keep up to ``bound`` bytes. False at end of file."""
+    try:
+        chunk = os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return True
+    if len(keep) < bound:
+        keep += chunk[: bound - len(keep)]
+    return bool(chunk)
+
+
+def supervise(pid: int, output_r: int, result_r: int, request: dict, config: dict) -> tuple[bytes, bytes, int, bool]:
+    """Drain output and results until the sample exits or the wall clock runs out (then kill it)."""
+    pidfd = os.pidfd_open(pid)
+    deadline = time.monotonic() + request["limits"]["timeout_s"]
+    output, result = bytearray(), bytearray()
+    bound = request["limits"]["output_kb"] * 1024
+    open_fds = [output_r, result_r, pidfd]
+    timed_out = False
+    while pidfd in open_fds:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            kill_sample(pid, config)
+            timed_out = True
+            break
+        ready, _, _ = select.select(open_fds, [], [], remaining)
+        for fd in ready:
+            if fd == pidfd:
+                open_fds.remove(pidfd)
+            elif not _drain(fd, output if fd == output_r else result, bound if fd == output_r else 1 << 20):
+                open_fds.remove(fd)
+    os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    if config["namespaces"]:
+        wipe_scratch()
+    else:
+        kill_sample(pid, config)  # leftovers in its process group
+        shutil.rmtree(request["scratch"], ignore_errors=True)
+    for fd, keep, limit in ((output_r, output, bound), (result_r, result, 1 << 20)):
+        os.set_blocking(fd, False)
+        while _drain(fd, keep, limit):
+            pass
+    return bytes(output), bytes(result), status, timed_out
+
+
+def _parse_frames(result: bytes, nonce: str) -> dict:
+    """The harness report and setup errors; anything without this sample's nonce is ignored."""
+    frames: dict = {}
+    for kind in ("REPORT", "SETUP"):
+        marker = f"\nSELFALIGN-{kind} {nonce} ".encode()
+        at = result.find(marker)
+        if at < 0:
+            continue
+        body = result[at + len(marker) :]
+        if kind == "REPORT":
+            header, _, rest = body.partition(b"\n")
+            status, checks, length = header.decode().split()
+            frames[kind] = (status, int(checks), rest[: int(length)].decode("utf-8", "replace"))
+        else:
+            frames[kind] = body.split(b"\n", 1)[0].decode("utf-8", "replace")
+    return frames
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def verdict_of(frames: dict, status: int, timed_out: bool, output: bytes, limits: dict) -> tuple[str, str, int]:
+    """(verdict, reason, tests_run) from what came back: a harness report wins over an exit status."""
+    if "REPORT" in frames:
+        kind, checks, reason = frames["REPORT"]
+        if kind == "ok":
+            return ("pass", "", checks) if checks > 0 else ("no_tests", "the tests executed no assert", 0)
+        return kind, reason, checks
+    if timed_out:
+        return "timeout", f"no result within {limits['timeout_s']:g} s (wall clock)", 0
+    if "SETUP" in frames:
+        return "crash", f"sandbox setup failed: {frames['SETUP']}", 0
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGXCPU:
+            return "timeout", f"CPU time limit ({_signal_name(sig)})", 0
+        if sig == signal.SIGXFSZ:
+            return "error", f"file size limit exceeded ({_signal_name(sig)})", 0
+        tail = output[-300:].decode("utf-8", "replace").strip()
+        return "crash", f"killed by {_signal_name(sig)}" + (f": {tail}" if tail else ""), 0
+    return "error", f"the process exited (status {os.WEXITSTATUS(status)}) before the tests finished", 0
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this helper plus its waited-for children (the samples)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def execute_request(request: dict, config: dict) -> dict:
+    """Run one sample in a fresh isolated child; returns the response row."""
+    started, cpu_started = time.monotonic(), _cpu_seconds()
+    try:  # compiled here, not in the child: its memory is already private, the child's would be copied
+        request["program"] = harness.instrument(request["code"], request["tests"])
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+        return _response("error", harness.describe(exc), 0, started, cpu_started, b"")
+    output_r, output_w = os.pipe()
+    result_r, result_w = os.pipe()
+    try:
+        pid = fork_sample(request, config, output_w, result_w)
+    finally:
+        os.close(output_w)
+        os.close(result_w)
+    try:
+        output, result, status, timed_out = supervise(pid, output_r, result_r, request, config)
+    finally:
+        os.close(output_r)
+        os.close(result_r)
+    frames = _parse_frames(result, request["nonce"])
+    verdict, reason, tests_run = verdict_of(frames, status, timed_out, output, request["limits"])
+    return _response(verdict, reason, tests_run, started, cpu_started, output)
+
+
+def _response(verdict: str, reason: str, tests_run: int, started: float, cpu_started: float, output: bytes) -> dict:
+    return {
+        "verdict": verdict,
+        "reason": reason[:2000],
+        "tests_run": tests_run,
+        "duration_s": round(time.monotonic() - started, 4),
+        "output": output.decode("utf-8", "replace"),
+        "cpu_s": round(_cpu_seconds() - cpu_started, 5),
+    }
+
+
+def probe(config: dict) -> list[str]:
+    """Check the per-sample isolation works here before promising it; returns the active protections."""
+    code = "import os\nassert os.getpid() == 1, 'not PID 1 of its own namespace'" if config["namespaces"] else ""
+    request = {
+        "code": code,
+        "tests": "assert True",
+        "nonce": "probe",
+        "limits": {"timeout_s": 10, "memory_mb": 512, "processes": 8, "file_size_mb": 1, "open_files": 64,
+                   "output_kb": 4},
+    }
+    response = execute_request(request, config)
+    if response["verdict"] != "pass":
+        raise RuntimeError(f"probe sample failed: {response['verdict']}: {response['reason']} {response['output']}")
+    return config["protections"]
+
+
+def serve(config: dict) -> None:
+    """Answer requests on stdin until it closes."""
+    if config.get("drop_to_uid"):
+        os.setgroups([])
+        os.setresgid(config["gid"], config["gid"], config["gid"])
+        os.setresuid(config["uid"], config["uid"], config["uid"])
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # samples of the same uid cannot ptrace or read us
+    # Compiling a hostile source happens here: a cap turns a parser blow-up into MemoryError, not a dead helper.
+    resource.setrlimit(resource.RLIMIT_AS, (HELPER_MEMORY, HELPER_MEMORY))
+    out = sys.stdout
+    try:
+        if config["namespaces"]:
+            config["pid_ns_fd"] = enter_helper_namespaces(config)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        for name in PRELOAD:
+            __import__(name)
+        gc.freeze()  # forked samples then never copy these pages just to run the collector over them
+        ready = {"ready": probe(config)}
+    except Exception as exc:
+        ready = {"error": f"{type(exc).__name__}: {exc}"}
+    out.write(json.dumps(ready) + "\n")
+    out.flush()
+    if "error" in ready:
+        return
+    for line in sys.stdin:
+        out.write(json.dumps(execute_request(json.loads(line), config)) + "\n")
+        out.flush()
+
+
+def _load_harness():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
+    spec = importlib.util.spec_from_file_location("_selfalign_harness", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load_harness()
+
+if __name__ == "__main__":
+    serve(json.loads(sys.argv[1]))

@@ -1,0 +1,176 @@
+"""How a helper process is started for each isolation mode, and which protections that mode gives.
+
+Modes, strongest first:
+
+- ``bwrap``: the helper runs in bubblewrap with every namespace unshared (no network interfaces, own
+  PID/IPC/UTS), a read-only view of ``/``, an empty environment, no capabilities; each sample then gets
+  its own user + PID + mount namespace (PID 1 of it), a private size-capped tmpfs as /tmp, a fresh /proc.
+- ``namespaces``: the same per-sample namespaces, and the helper unshares user/network/IPC/UTS itself,
+  but the filesystem is only protected by file permissions (as root: the sample runs as an unprivileged
+  uid, so root-owned files are read-only to it; as a normal user: the user's own files are writable).
+- ``rlimits``: rlimits, a new session and a scratch dir only: no network or PID isolation, a
+  ``setsid`` daemon escapes the kill. Refused unless ``allow_unsafe`` is set.
+
+``auto`` picks the strongest mode whose helper starts and passes its probe here. When the library runs
+as root, helpers run as a dedicated unprivileged uid: root would ignore ``RLIMIT_NPROC`` and could write
+the host's files; a non-root uid inside a fresh user namespace makes the process cap hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from lightning_selfalign.errors import UserError
+
+MODES = ("auto", "bwrap", "namespaces", "rlimits")
+HELPER = Path(__file__).with_name("helper.py")
+SANDBOX_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "TMPDIR": "/tmp",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONIOENCODING": "utf-8",
+}
+UID_BASE = 200_000
+COMMON = [
+    "output drained and capped",
+    "stdin from /dev/null",
+    "environment reduced to an allowlist",
+    "memory cap (RLIMIT_AS)",
+    "file-size cap (RLIMIT_FSIZE)",
+    "CPU-time cap (RLIMIT_CPU)",
+    "wall-clock kill from the helper",
+    "forked from a small warm helper",
+]
+PROTECTIONS = {
+    "bwrap": [
+        "no network (empty network namespace)",
+        "own PID namespace per sample (all its processes die with it)",
+        "read-only filesystem except a private size-capped /tmp",
+        "process cap (RLIMIT_NPROC, unprivileged uid in its own user namespace)",
+        "no capabilities, no new privileges",
+        *COMMON,
+    ],
+    "namespaces": [
+        "no network (empty network namespace)",
+        "own PID namespace per sample (all its processes die with it)",
+        "private size-capped /tmp; other files protected by permissions only",
+        "process cap (RLIMIT_NPROC, unprivileged uid in its own user namespace)",
+        "no capabilities, no new privileges",
+        *COMMON,
+    ],
+    "rlimits": ["process cap (RLIMIT_NPROC) only when started as root", "own session", *COMMON],
+}
+
+
+def sandbox_ids(slot: int) -> tuple[int, int]:
+    """(uid, gid) the helper runs as: a dedicated unprivileged uid per slot when root, else our own."""
+    if os.geteuid() != 0:
+        return os.getuid(), os.getgid()
+    uid = UID_BASE + (os.getpid() % 4000) * 16 + slot % 16
+    return uid, uid
+
+
+def helper_config(mode: str, slot: int, scratch_mb: int = 64) -> dict:
+    uid, gid = sandbox_ids(slot)
+    return {
+        "scratch_mb": scratch_mb,
+        "namespaces": mode in ("bwrap", "namespaces"),
+        "helper_namespaces": mode == "namespaces",
+        "uid": uid,
+        "gid": gid,
+        "env": SANDBOX_ENV,
+        "protections": PROTECTIONS[mode],
+    }
+
+
+def _hidden_ancestor(path: str) -> str | None:
+    """The highest ancestor of ``path`` an unprivileged uid cannot enter (e.g. /root, mode 0700), if any."""
+    parts = os.path.realpath(path).split(os.sep)
+    for depth in range(2, len(parts) + 1):
+        ancestor = os.sep.join(parts[:depth])
+        if os.path.isdir(ancestor) and not os.stat(ancestor).st_mode & 0o001:
+            return ancestor
+    return None
+
+
+def python_paths(python: str) -> list[str]:
+    """What the helper's interpreter needs to read: the interpreter, its prefixes, this package."""
+    return sorted({os.path.realpath(python), sys.prefix, sys.base_prefix, str(HELPER.parent)})
+
+
+def bwrap_prefix(as_root: bool, python: str) -> list[str]:
+    """bubblewrap arguments. As root: no user namespace (the helper drops to its own uid, keeping only
+    CAP_SETUID/CAP_SETGID to do so), and directories like /root (0700) that hold the interpreter are replaced
+    by an empty tmpfs with only the interpreter's tree bound back, so the unprivileged uid can run it."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise FileNotFoundError("bwrap not found (Debian/Ubuntu: apt-get install bubblewrap)")
+    if as_root:
+        unshare = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+        caps = ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        unshare, caps = ["--unshare-all"], ["--cap-drop", "ALL"]
+    args = [bwrap, *unshare, "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
+            "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", *caps, "--clearenv"]
+    if as_root:
+        paths = python_paths(python)
+        binds = [p for p in paths if _hidden_ancestor(p) and not any(p.startswith(q + os.sep) for q in paths)]
+        for hidden in sorted({_hidden_ancestor(p) for p in binds}):
+            args += ["--tmpfs", hidden]
+        for path in binds:
+            parent = os.path.dirname(path)
+            chain = []
+            while parent != _hidden_ancestor(path):
+                chain.insert(0, parent)
+                parent = os.path.dirname(parent)
+            for directory in chain:  # bwrap would create these 0700
+                args += ["--perms", "0755", "--dir", directory]
+            args += ["--ro-bind", path, path]
+    for name, value in SANDBOX_ENV.items():
+        args += ["--setenv", name, value]
+    return args + ["--chdir", "/tmp"]
+
+
+def helper_command(mode: str, slot: int, python: str | None = None) -> tuple[list[str], dict]:
+    """The argv that starts one helper in ``mode``, and its ``subprocess.Popen`` keyword arguments."""
+    python = python or sys.executable
+    as_root = os.geteuid() == 0
+    config = helper_config(mode, slot)
+    argv = [python, "-I", "-B", str(HELPER), json.dumps(config)]
+    popen: dict = {"env": dict(SANDBOX_ENV), "cwd": "/", "start_new_session": True}
+    if mode == "bwrap":
+        argv = bwrap_prefix(as_root, python) + argv
+        config["drop_to_uid"] = as_root
+        argv[-1] = json.dumps(config)
+    elif as_root:
+        popen.update(user=config["uid"], group=config["gid"], extra_groups=[])
+    return argv, popen
+
+
+def check_mode(mode: str, allow_unsafe: bool) -> None:
+    """Raise a UserError naming the fix for an unknown or unsafe mode."""
+    if mode not in MODES:
+        raise UserError(f"--isolation {mode!r} is not one of {', '.join(MODES)}")
+    if mode == "rlimits" and not allow_unsafe:
+        raise UserError(
+            "--isolation rlimits gives no network, PID or filesystem isolation; generated code could reach the "
+            "network and the host's files. Add --allow_unsafe true to run anyway, or use a Linux host with "
+            "bubblewrap or user namespaces (--isolation auto)."
+        )
+
+
+def candidate_modes(mode: str, allow_unsafe: bool) -> list[str]:
+    """Modes to try in order: the named one, or for ``auto`` the strong ones (rlimits only if unsafe is allowed)."""
+    check_mode(mode, allow_unsafe)
+    if mode != "auto":
+        return [mode]
+    if not sys.platform.startswith("linux"):
+        return ["rlimits"] if allow_unsafe else []
+    return ["bwrap", "namespaces"] + (["rlimits"] if allow_unsafe else [])
