@@ -12,7 +12,8 @@ Batch contract (all ``torch.long`` unless noted):
 - packed: no ``attention_mask``; ``position_ids`` (B, T) restart at 0 at every example; the padding at the
   end of a row is its own segment (positions from 0, labels -100).
 - ``window_tokens``: 0-dim float, label tokens in all micro-batches of this batch's accumulation window.
-- ``num_examples``: 0-dim, examples (segments) in this micro-batch; ``num_tokens``: 0-dim, real tokens.
+- ``num_examples``: 0-dim, examples (segments) in this micro-batch.
+- ``num_real_tokens``: 0-dim, real (non-padding) tokens in this micro-batch.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class PlannedBatches(Dataset):
             "input_ids": torch.from_numpy(input_ids),
             "labels": torch.from_numpy(labels),
             "position_ids": torch.from_numpy(position_ids),
-            "num_tokens": torch.tensor(real),
+            "num_real_tokens": torch.tensor(real),
         }
 
     def _padded(self, examples: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
@@ -123,7 +124,7 @@ class PlannedBatches(Dataset):
             "input_ids": torch.from_numpy(input_ids),
             "labels": torch.from_numpy(labels),
             "attention_mask": torch.from_numpy(attention_mask),
-            "num_tokens": torch.tensor(int(attention_mask.sum())),
+            "num_real_tokens": torch.tensor(int(attention_mask.sum())),
         }
 
 
