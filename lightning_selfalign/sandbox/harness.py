@@ -18,6 +18,8 @@ import sys
 import types
 
 CHECK_NAME = "__selfalign_check__"
+# Bound now: a sample may rebind the builtins (``builtins.AssertionError = SystemExit``) before it fails.
+_ASSERTION_ERROR, _MEMORY_ERROR, _SYSTEM_EXIT, _BASE_EXCEPTION = AssertionError, MemoryError, SystemExit, BaseException
 FILENAME = "main.py"
 
 
@@ -63,17 +65,19 @@ def describe(exc: BaseException) -> str:
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """(verdict, reason) for an exception that ended the module early."""
-    if isinstance(exc, AssertionError):
+    if isinstance(exc, _ASSERTION_ERROR):
         return "fail", describe(exc)
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, _MEMORY_ERROR):
         return "memory", describe(exc)
-    if isinstance(exc, SystemExit):
+    if isinstance(exc, _SYSTEM_EXIT):
         return "error", f"SystemExit({exc.code!r}) before the tests finished{_where(exc)}"
     return "error", describe(exc)
 
 
-def run(program: types.CodeType, nonce: str, fd: int) -> None:
-    """Execute the compiled sample, report through ``fd``, and end the process. Never returns."""
+def run(program: types.CodeType | tuple[str, str], nonce: str, fd: int) -> None:
+    """Execute the sample (compiled, or (code, tests) to compile here), report through ``fd``, end the process.
+
+    Never returns."""
     write, exit_now, encode = os.write, os._exit, str.encode  # held before the sample can replace them
     checks = [0]
 
@@ -90,15 +94,20 @@ def run(program: types.CodeType, nonce: str, fd: int) -> None:
         write(fd, encode(f"\nSELFALIGN-REPORT {nonce} {status} {checks[0]} {len(body)}\n") + body)
         exit_now(0)
 
+    if isinstance(program, tuple):
+        try:
+            program = instrument(*program)
+        except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+            report("error", describe(exc))
     module = types.ModuleType("__main__")
     module.__dict__.update({"__builtins__": builtins, "__file__": os.path.abspath(FILENAME), CHECK_NAME: count_check})
     sys.modules["__main__"] = module
     sys.argv = [FILENAME]
     try:
         exec(program, module.__dict__)
-    except BaseException as exc:
+    except _BASE_EXCEPTION as exc:
         try:
             report(*classify(exc))
-        except BaseException:
+        except _BASE_EXCEPTION:
             report("error", "an exception that could not be described")
     report("ok", "")

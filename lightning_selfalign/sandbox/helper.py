@@ -31,6 +31,7 @@ PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 RESULT_FD = 1023
 SCRATCH_DIRS = ("/tmp", "/dev/shm")
 HELPER_MEMORY = 4 << 30
+COMPILE_HERE_MAX = 32 * 1024  # characters of code + tests
 SAMPLE_UID = 1000  # the helper's and the samples' uid inside their user namespace: not root there either
 # Imported once here so each forked sample gets them for free (the usual imports of generated code and tests).
 PRELOAD = (
@@ -160,7 +161,7 @@ def run_sample_process(request: dict, config: dict, output_w: int, result_w: int
     except BaseException as exc:
         os.write(result_w, f"\nSELFALIGN-SETUP {request['nonce']} {type(exc).__name__}: {exc}\n".encode())
         os._exit(124)
-    harness.run(request["program"], request["nonce"], RESULT_FD)
+    harness.run(request["program"] or (request["code"], request["tests"]), request["nonce"], RESULT_FD)
 
 
 def fork_sample(request: dict, config: dict, output_w: int, result_w: int) -> int:
@@ -197,10 +198,12 @@ def _drain(fd: int, keep: bytearray, bound: int) -> bool:
     return bool(chunk)
 
 
-def supervise(pid: int, output_r: int, result_r: int, request: dict, config: dict) -> tuple[bytes, bytes, int, bool]:
-    """Drain output and results until the sample exits or the wall clock runs out (then kill it)."""
+def supervise(pid: int, output_r: int, result_r: int, started: float, request: dict, config: dict):
+    """Drain output and results until the sample exits or the wall clock (from ``started``) runs out, then kill it.
+
+    Returns (output, result frames, wait status, timed out)."""
     pidfd = os.pidfd_open(pid)
-    deadline = time.monotonic() + request["limits"]["timeout_s"]
+    deadline = started + request["limits"]["timeout_s"]
     output, result = bytearray(), bytearray()
     bound = request["limits"]["output_kb"] * 1024
     open_fds = [output_r, result_r, pidfd]
@@ -287,10 +290,14 @@ def _cpu_seconds() -> float:
 def execute_request(request: dict, config: dict) -> dict:
     """Run one sample in a fresh isolated child; returns the response row."""
     started, cpu_started = time.monotonic(), _cpu_seconds()
-    try:  # compiled here, not in the child: its memory is already private, the child's would be copied
-        request["program"] = harness.instrument(request["code"], request["tests"])
-    except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
-        return _response("error", harness.describe(exc), 0, started, cpu_started, b"")
+    request["program"] = None
+    if len(request["code"]) + len(request["tests"]) <= COMPILE_HERE_MAX:
+        # Compiled here, where memory is already private: in the child every touched page would be copied.
+        # Larger sources compile in the child, under the wall clock, so none can stall the helper.
+        try:
+            request["program"] = harness.instrument(request["code"], request["tests"])
+        except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+            return _response("error", harness.describe(exc), 0, started, cpu_started, b"")
     output_r, output_w = os.pipe()
     result_r, result_w = os.pipe()
     try:
@@ -299,7 +306,7 @@ def execute_request(request: dict, config: dict) -> dict:
         os.close(output_w)
         os.close(result_w)
     try:
-        output, result, status, timed_out = supervise(pid, output_r, result_r, request, config)
+        output, result, status, timed_out = supervise(pid, output_r, result_r, started, request, config)
     finally:
         os.close(output_r)
         os.close(result_r)
