@@ -45,7 +45,8 @@ TIMEOUT_CASES = {
     ),
     "sleep_forever": ("import time\ntime.sleep(1000)", "assert True"),
     "fork_bomb": (
-        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", "assert True"
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+        "assert True",
     ),
     "unbounded_stdout": ("while True:\n    print('x' * 4096)", "assert True"),
     "unbounded_stderr": ("import sys\nwhile True:\n    sys.stderr.write('y' * 4096)", "assert True"),
@@ -61,10 +62,13 @@ CASES: dict[str, tuple[str, str, set[str]]] = {
         {"pass"},
     ),
     "threads_never_end_pass": (
-        "import threading\nthreading.Thread(target=lambda: [None for _ in iter(int, 1)]).start()", "assert True", {"pass"}
+        "import threading\nthreading.Thread(target=lambda: [None for _ in iter(int, 1)]).start()",
+        "assert True",
+        {"pass"},
     ),
     "threads_never_end_fail": (
-        "import threading\nthreading.Thread(target=lambda: [None for _ in iter(int, 1)]).start()", "assert False",
+        "import threading\nthreading.Thread(target=lambda: [None for _ in iter(int, 1)]).start()",
+        "assert False",
         {"fail"},
     ),
     # getppid() is 0 (the parent is outside the namespace): kill(0) hits its own group, where PID 1 is immune
@@ -112,17 +116,24 @@ CASES: dict[str, tuple[str, str, set[str]]] = {
     "overwrite_host_file": ("", f"open({str(CANARY)!r}, 'w').write('pwned')\nassert True", {"error"}),
     "create_host_file": ("", f"open({str(CANARY_DIR / 'new.txt')!r}, 'w').write('x')\nassert True", {"error"}),
     "fill_disk_one_file": (
-        "with open('big.bin', 'wb') as f:\n    while True:\n        f.write(b'0' * 2**20)", "assert True", {"error"}
+        "with open('big.bin', 'wb') as f:\n    while True:\n        f.write(b'0' * 2**20)",
+        "assert True",
+        {"error"},
     ),
     "fill_disk_many_files": (
-        "i = 0\nwhile True:\n    open(f'f{i}.bin', 'wb').write(b'0' * 2**20)\n    i += 1", "assert True", {"error"}
+        "i = 0\nwhile True:\n    open(f'f{i}.bin', 'wb').write(b'0' * 2**20)\n    i += 1",
+        "assert True",
+        {"error"},
     ),
     "scratch_write_read": (
-        "open('notes.txt', 'w').write('hello')", "assert open('notes.txt').read() == 'hello'", {"pass"}
+        "open('notes.txt', 'w').write('hello')",
+        "assert open('notes.txt').read() == 'hello'",
+        {"pass"},
     ),
     # network, environment
     "connect_host_listener": (
-        "import socket", "socket.create_connection(('127.0.0.1', PORT), timeout=1).sendall(b'x')\nassert True",
+        "import socket",
+        "socket.create_connection(('127.0.0.1', PORT), timeout=1).sendall(b'x')\nassert True",
         {"error"},
     ),
     "reads_secret_env": ("import os", f"assert {SECRET!r} not in repr(dict(os.environ))", {"pass"}),
@@ -137,7 +148,8 @@ CASES: dict[str, tuple[str, str, set[str]]] = {
     "deep_recursion": ("def f(n):\n    return f(n + 1)", "assert f(0)", {"error"}),
     "ctypes_segfault": ("import ctypes", "ctypes.string_at(0)\nassert True", {"crash"}),
     "c_stack_overflow": (
-        "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)", "assert f(0)",
+        "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)",
+        "assert f(0)",
         {"crash", "error", "memory", "timeout"},
     ),
     "huge_source": (
@@ -151,23 +163,33 @@ CASES: dict[str, tuple[str, str, set[str]]] = {
     "recursion": ("def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)", "assert fib(15) == 610", {"pass"}),
     "helpers": (
         "def _square(x):\n    return x * x\n\ndef total(xs):\n    return sum(_square(x) for x in xs)",
-        "assert total([1, 2, 3]) == 14", {"pass"},
+        "assert total([1, 2, 3]) == 14",
+        {"pass"},
     ),
-    "import_inside_function": ("def root(x):\n    import math\n    return math.isqrt(x)", "assert root(17) == 4", {"pass"}),
+    "import_inside_function": (
+        "def root(x):\n    import math\n    return math.isqrt(x)",
+        "assert root(17) == 4",
+        {"pass"},
+    ),
     "module_import_used_in_function": (
-        "import collections\n\ndef count(s):\n    return collections.Counter(s)['a']", "assert count('banana') == 3",
+        "import collections\n\ndef count(s):\n    return collections.Counter(s)['a']",
+        "assert count('banana') == 3",
         {"pass"},
     ),
     "classes_and_pickle": (
         "import dataclasses, pickle\n\n@dataclasses.dataclass\nclass Point:\n    x: int\n    y: int\n\n"
         "    def norm1(self):\n        return abs(self.x) + abs(self.y)",
-        "p = pickle.loads(pickle.dumps(Point(3, -4)))\nassert p.norm1() == 7", {"pass"},
+        "p = pickle.loads(pickle.dumps(Point(3, -4)))\nassert p.norm1() == 7",
+        {"pass"},
     ),
     "main_block": (
-        "def main():\n    return 42\n\nif __name__ == '__main__':\n    RESULT = main()", "assert RESULT == 42", {"pass"}
+        "def main():\n    return 42\n\nif __name__ == '__main__':\n    RESULT = main()",
+        "assert RESULT == 42",
+        {"pass"},
     ),
     "future_import_first": (
-        "from __future__ import annotations\n\ndef f(x: Undefined) -> list[int]:\n    return [x]", "assert f(1) == [1]",
+        "from __future__ import annotations\n\ndef f(x: Undefined) -> list[int]:\n    return [x]",
+        "assert f(1) == [1]",
         {"pass"},
     ),
     "no_asserts": ("x = 1", "y = x + 1", {"no_tests"}),
@@ -233,8 +255,15 @@ def hostile_batch(tmp_path_factory: pytest.TempPathFactory):
         time.sleep(0.1)
         after_close = _sandbox_processes(2)
     results = {row["id"]: row for row in map(json.loads, output.read_text().splitlines())}
-    yield {"results": results, "before": before, "after": _snapshot(), "received": received, "stats": stats,
-           "leftover": leftover, "after_close": after_close}
+    yield {
+        "results": results,
+        "before": before,
+        "after": _snapshot(),
+        "received": received,
+        "stats": stats,
+        "leftover": leftover,
+        "after_close": after_close,
+    }
     server.close()
     os.environ.pop("SELFALIGN_TEST_SECRET", None)
     for path in CANARY_DIR.iterdir():

@@ -333,8 +333,14 @@ def probe(config: dict) -> list[str]:
         "code": code,
         "tests": "assert True",
         "nonce": "probe",
-        "limits": {"timeout_s": 10, "memory_mb": 512, "processes": 8, "file_size_mb": 1, "open_files": 64,
-                   "output_kb": 4},
+        "limits": {
+            "timeout_s": 10,
+            "memory_mb": 512,
+            "processes": 8,
+            "file_size_mb": 1,
+            "open_files": 64,
+            "output_kb": 4,
+        },
     }
     response = execute_request(request, config)
     if response["verdict"] != "pass":

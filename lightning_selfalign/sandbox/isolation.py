@@ -117,8 +117,23 @@ def bwrap_prefix(as_root: bool, python: str) -> list[str]:
         caps = ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         unshare, caps = ["--unshare-all"], ["--cap-drop", "ALL"]
-    args = [bwrap, *unshare, "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
-            "--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", *caps, "--clearenv"]
+    args = [
+        bwrap,
+        *unshare,
+        "--die-with-parent",
+        "--new-session",
+        "--ro-bind",
+        "/",
+        "/",
+        "--tmpfs",
+        "/tmp",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        *caps,
+        "--clearenv",
+    ]
     if as_root:
         paths = python_paths(python)
         binds = [p for p in paths if _hidden_ancestor(p) and not any(p.startswith(q + os.sep) for q in paths)]

@@ -39,8 +39,9 @@ class Helper:
     def __init__(self, mode: str, slot: int = 0) -> None:
         argv, popen = helper_command(mode, slot)
         self.mode = mode
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     **popen)
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
+        )
         self._buffer = b""
         ready = self._read_line(START_TIMEOUT_S)
         if "ready" not in ready:

@@ -30,8 +30,11 @@ class Limits:
     output_kb: int = 64  # stdout + stderr kept (the rest is drained and dropped)
 
     def __post_init__(self) -> None:
-        problems = [f"{name}={getattr(self, name)!r} must be > 0" for name in self.__dataclass_fields__
-                    if not getattr(self, name) > 0]
+        problems = [
+            f"{name}={getattr(self, name)!r} must be > 0"
+            for name in self.__dataclass_fields__
+            if not getattr(self, name) > 0
+        ]
         if problems:
             raise ValueError("invalid sandbox limits: " + "; ".join(problems))
 
@@ -52,5 +55,9 @@ class ExecutionResult:
         return self.verdict == Verdict.PASS
 
     def row_fields(self) -> dict:
-        return {"verdict": self.verdict, "reason": self.reason, "tests_run": self.tests_run,
-                "duration_s": round(self.duration_s, 4)}
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "tests_run": self.tests_run,
+            "duration_s": round(self.duration_s, 4),
+        }
