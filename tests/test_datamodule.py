@@ -190,10 +190,11 @@ def test_validation_split_by_fraction_or_files(make_dm, tmp_path):
     assert make_dm(path).val_dataloader() == []
 
 
-@pytest.mark.parametrize("epoch", [0, 2])
-def test_loader_state_round_trip_resumes_at_the_next_batch(make_dm, tmp_path, epoch):
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("epoch", "num_workers"), [(0, 0), (2, 0), (1, 2)])
+def test_loader_state_round_trip_resumes_at_the_next_batch(make_dm, tmp_path, epoch, num_workers):
     path = str(_write(tmp_path / "s.jsonl", _pairs(40)))
-    dm = make_dm(path, batch_size=2, max_length=200)
+    dm = make_dm(path, batch_size=2, max_length=200, num_workers=num_workers)
     _attach(dm, accumulate=2, epoch=epoch)
     dm.setup("fit")
     loader = dm.train_dataloader()
@@ -204,7 +205,7 @@ def test_loader_state_round_trip_resumes_at_the_next_batch(make_dm, tmp_path, ep
     state = loader.state_dict()
     assert state["batches_done"] == 3 and state["epoch"] == epoch
 
-    resumed_dm = make_dm(path, batch_size=2, max_length=200)
+    resumed_dm = make_dm(path, batch_size=2, max_length=200, num_workers=num_workers)
     _attach(resumed_dm, accumulate=2)  # a fresh process: the epoch comes from the checkpoint
     resumed_dm.setup("fit")
     resumed = resumed_dm.train_dataloader()
