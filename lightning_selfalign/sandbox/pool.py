@@ -33,15 +33,49 @@ class HelperDied(RuntimeError):
     """The helper process exited or stopped answering."""
 
 
+class _Spawner:
+    """Starts helper processes from one thread that lives as long as this process.
+
+    bwrap's ``--die-with-parent`` (``PR_SET_PDEATHSIG``) fires when the *thread* that forked it exits, so a
+    helper started from a pool's worker thread would die with that thread.
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def _serve(self) -> None:
+        while True:
+            argv, kwargs, reply = self._requests.get()
+            try:
+                reply.put((True, subprocess.Popen(argv, **kwargs)))
+            except BaseException as exc:
+                reply.put((False, exc))
+
+    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="sandbox-spawner", daemon=True)
+                self._thread.start()
+        reply: queue.Queue = queue.Queue(maxsize=1)
+        self._requests.put((argv, kwargs, reply))
+        ok, value = reply.get()
+        if not ok:
+            raise value
+        return value
+
+
+_spawner = _Spawner()
+
+
 class Helper:
     """One warm helper process in a given isolation mode."""
 
     def __init__(self, mode: str, slot: int = 0) -> None:
         argv, popen = helper_command(mode, slot)
         self.mode = mode
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
-        )
+        self.proc = _spawner.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
         self._buffer = b""
         ready = self._read_line(START_TIMEOUT_S)
         if "ready" not in ready:

