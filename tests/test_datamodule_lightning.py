@@ -56,17 +56,19 @@ def test_fit_resumed_from_mid_epoch_checkpoint_continues_with_the_next_batch(tin
 
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
     first = BatchRecorder()
-    _trainer(tmp_path / "a", max_steps=5, accumulate_grad_batches=2, callbacks=[checkpoint]).fit(
+    _trainer(tmp_path / "a", max_steps=11, accumulate_grad_batches=2, callbacks=[checkpoint]).fit(
         first, datamodule=datamodule()
     )
-    steps_per_epoch = -(-len([s for s in full.seen if s[0] == 0]) // 2)
-    assert 4 < steps_per_epoch  # so step 4 is mid-epoch
-    resumed = BatchRecorder()
-    _trainer(tmp_path / "b", max_epochs=2, accumulate_grad_batches=2).fit(
-        resumed, datamodule=datamodule(), ckpt_path=str(tmp_path / "ckpt" / "epoch=0-step=4.ckpt")
-    )
     assert first.seen == full.seen[: len(first.seen)]
-    assert resumed.seen == full.seen[8:]  # 4 optimizer steps x 2 micro-batches were done before the checkpoint
+    epoch0 = len([s for s in full.seen if s[0] == 0])
+    assert epoch0 == 15  # 8 optimizer steps, the last over a partial window
+    # Step 4: mid epoch 0, after 8 micro-batches. Step 10: mid epoch 1, after 4 of its micro-batches.
+    for name, done in (("epoch=0-step=4.ckpt", 8), ("epoch=1-step=10.ckpt", epoch0 + 4)):
+        resumed = BatchRecorder()
+        _trainer(tmp_path / "b", max_epochs=2, accumulate_grad_batches=2).fit(
+            resumed, datamodule=datamodule(), ckpt_path=str(tmp_path / "ckpt" / name)
+        )
+        assert resumed.seen == full.seen[done:], name
 
 
 class SwitchFiles(pl.Callback):
