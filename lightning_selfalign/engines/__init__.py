@@ -84,6 +84,7 @@ class EngineOptions:
     tensor_parallel_size: int = 1
     dtype: str = "auto"
     gpu_memory_utilization: float = 0.9
+    batch_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -128,7 +129,7 @@ def load_engine(name: str, model: str, options: EngineOptions | None = None) -> 
     if name == "hf":
         from lightning_selfalign.engines.hf import HFEngine
 
-        return HFEngine(model, dtype=options.dtype)
+        return HFEngine(model, dtype=options.dtype, batch_size=options.batch_size or 16)
     if name == "openai":
         from lightning_selfalign.engines.openai import OpenAIEngine
 

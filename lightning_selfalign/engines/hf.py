@@ -12,7 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from lightning_selfalign.engines import Completion, Request, Sampling, cut_at_stop, prompt_token_ids
 from lightning_selfalign.errors import UserError
@@ -40,6 +48,27 @@ class PerRowSampler(LogitsProcessor):
             chosen = order.gather(1, torch.cat(picks).view(-1, 1)).view(-1)
         one_hot = torch.full_like(scores, float("-inf"))
         return one_hot.scatter_(1, chosen.view(-1, 1), 0.0)
+
+
+class StopOnText(StoppingCriteria):
+    """Ends a row once its recent text contains a stop string. Decoding a short tail per step is far cheaper
+    than transformers' ``stop_strings`` machinery, which dominated the step time of small models."""
+
+    def __init__(self, tokenizer: object, stops: Sequence[str], prompt_width: int, tail_tokens: int = 16) -> None:
+        self.tokenizer = tokenizer
+        self.stops = [s for s in stops if s]
+        self.prompt_width = prompt_width
+        self.tail = max(tail_tokens, *(len(s) for s in self.stops)) if self.stops else tail_tokens
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if not self.stops:
+            return done
+        start = max(self.prompt_width, input_ids.shape[1] - self.tail)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+        for row, text in enumerate(tails):
+            done[row] = any(stop in text for stop in self.stops)
+        return done
 
 
 class HFEngine:
@@ -90,14 +119,13 @@ class HFEngine:
             max_new_tokens=sampling.max_new_tokens,
             eos_token_id=self.eos_id,
             pad_token_id=self.pad_id,
-            stop_strings=stops or None,
         )
         output = self.lm.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             generation_config=config,
             logits_processor=LogitsProcessorList([PerRowSampler(seeds, sampling, self.device)]),
-            tokenizer=self.tokenizer,
+            stopping_criteria=StoppingCriteriaList([StopOnText(self.tokenizer, stops, width)]),
         )
         return output[:, width:].tolist()
 

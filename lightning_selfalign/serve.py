@@ -1,0 +1,216 @@
+"""A small OpenAI-compatible HTTP server over the hf engine: ``python -m lightning_selfalign.serve --model DIR``.
+
+For CPU demos and tests, not production (use ``vllm serve`` there). It speaks the part of the API the
+openai engine uses: ``GET /v1/models``, ``POST /v1/completions`` and ``POST /v1/chat/completions`` with
+``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed`` and ``n=1``. Concurrent requests are gathered
+into batches (up to ``batch_size``, waiting at most ``max_wait_ms`` for company) and run by one thread,
+since the model is not thread-safe. Because the hf engine samples each row with its own seeded generator,
+a request returns the same text here as through ``--engine hf`` directly, however it was batched.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from lightning_selfalign.engines import Completion, Request, Sampling
+from lightning_selfalign.errors import UserError
+
+
+class BadRequest(ValueError):
+    """A request the server cannot serve; answered with HTTP 400."""
+
+
+class Batcher:
+    """Runs queued requests in batches on one thread; requests with the same sampling settings share a batch."""
+
+    def __init__(self, engine: Any, batch_size: int, max_wait_s: float) -> None:
+        self.engine = engine
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
+        self.queue: queue.Queue[tuple[Request, Sampling, Future]] = queue.Queue()
+        threading.Thread(target=self._loop, daemon=True, name="batcher").start()
+
+    def submit(self, request: Request, sampling: Sampling) -> Completion:
+        future: Future = Future()
+        self.queue.put((request, sampling, future))
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            pending = [self.queue.get()]
+            deadline = time.monotonic() + self.max_wait_s
+            while len(pending) < self.batch_size and (left := deadline - time.monotonic()) > 0:
+                try:
+                    pending.append(self.queue.get(timeout=left))
+                except queue.Empty:
+                    break
+            for sampling in dict.fromkeys(item[1] for item in pending):
+                group = [item for item in pending if item[1] == sampling]
+                try:
+                    completions = self.engine.generate([item[0] for item in group], sampling)
+                except Exception as exc:  # the error goes back to each waiting client as HTTP 500
+                    for _, _, future in group:
+                        future.set_exception(exc)
+                    continue
+                for (_, _, future), completion in zip(group, completions):
+                    future.set_result(completion)
+
+
+def parse_request(body: dict, chat: bool) -> tuple[Request, Sampling]:
+    """OpenAI request body -> engine request + sampling; :class:`BadRequest` for what this server cannot do."""
+    if body.get("n", 1) != 1:
+        raise BadRequest("only n=1 is supported; send one request per sample")
+    stop = body.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else list(stop)
+    seed = int(body["seed"]) if body.get("seed") is not None else 0
+    if chat:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("'messages' must be a non-empty list")
+        request = Request(text=None, messages=messages, stop=tuple(stop), seed=seed)
+    else:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise BadRequest("'prompt' must be one string")
+        request = Request(text=prompt, messages=None, stop=tuple(stop), seed=seed)
+    sampling = Sampling(
+        temperature=float(body.get("temperature", 1.0)),
+        top_p=float(body.get("top_p", 1.0)),
+        max_new_tokens=int(body.get("max_tokens") or 16),
+    )
+    return request, sampling
+
+
+def response_body(model: str, completion: Completion, chat: bool) -> dict:
+    """The OpenAI response JSON for one completion."""
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": completion.text}}
+    else:
+        choice = {"index": 0, "text": completion.text, "logprobs": None}
+    choice["finish_reason"] = completion.finish_reason
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": {
+            "prompt_tokens": 0,
+            "completion_tokens": completion.num_tokens,
+            "total_tokens": completion.num_tokens,
+        },
+    }
+
+
+def make_handler(model_name: str, batcher: Batcher) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # one line per request is noise here
+            pass
+
+        def _send(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(self, status: int, message: str) -> None:
+            self._send(status, {"error": {"message": message, "type": "invalid_request_error", "code": status}})
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/") in ("/v1/models", "/models"):
+                self._send(
+                    200, {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "local"}]}
+                )
+            elif self.path.rstrip("/") == "/health":
+                self._send(200, {"status": "ok"})
+            else:
+                self._error(404, f"no route {self.path}")
+
+        def do_POST(self) -> None:
+            path = self.path.rstrip("/").removeprefix("/v1")
+            if path not in ("/completions", "/chat/completions"):
+                self._error(404, f"no route {self.path}")
+                return
+            chat = path == "/chat/completions"
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                request, sampling = parse_request(body, chat)
+            except (BadRequest, ValueError, TypeError, KeyError) as exc:
+                self._error(400, str(exc))
+                return
+            try:
+                completion = batcher.submit(request, sampling)
+            except Exception as exc:  # a failed generation is the server's fault: 500, and the client may retry
+                self._error(500, f"{type(exc).__name__}: {exc}")
+                return
+            self._send(200, response_body(model_name, completion, chat))
+
+    return Handler
+
+
+def serve(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    served_model_name: str | None = None,
+    dtype: str = "auto",
+    batch_size: int = 16,
+    max_wait_ms: float = 20.0,
+) -> None:
+    """Serve a transformers model over an OpenAI-compatible HTTP API (CPU demos and tests; use vllm serve on GPUs).
+
+    Args:
+        model: model folder or Hub name, loaded with transformers.
+        host: interface to listen on (127.0.0.1: this machine only).
+        port: TCP port; 0 picks a free one (the line printed at start names it).
+        served_model_name: name clients pass as ``model`` (default: ``model`` as given).
+        dtype: weights dtype: auto, float32, bfloat16 or float16.
+        batch_size: most requests generated together.
+        max_wait_ms: how long the first request of a batch waits for others to join it.
+    """
+    from lightning_selfalign.engines.hf import HFEngine
+
+    engine = HFEngine(model, dtype=dtype, batch_size=batch_size)
+    batcher = Batcher(engine, batch_size=batch_size, max_wait_s=max_wait_ms / 1000)
+    try:
+        server = ThreadingHTTPServer((host, port), make_handler(served_model_name or model, batcher))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
+    server.daemon_threads = True
+    bound_host, bound_port = server.server_address[:2]
+    print(f"serving {served_model_name or model} on http://{bound_host}:{bound_port}/v1", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def main() -> None:
+    import sys
+
+    from jsonargparse import CLI
+
+    try:
+        CLI(serve, as_positional=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,438 @@
+"""The three generation stages: concepts from seeds, instructions from concepts, responses with tests from
+instructions. Each is a function you can call alone (:func:`write_concepts`, :func:`write_instructions`,
+:func:`write_responses`); ``selfalign generate`` is :func:`generate_command`.
+
+How a stage stays reproducible and resumable:
+
+- every output row's ``id`` is ``stable_id(parent id, stage, sample index)``, and its sampling seed (and its
+  few-shot pick) derive from that id and ``--seed``, so a sample does not depend on batching, sharding,
+  the engine's scheduling or on being resumed;
+- rows are appended and flushed one by one; samples that were dropped (cut off by the length limit, or
+  not parseable) are appended to ``OUT.dropped.jsonl`` with the reason, so a rerun knows them too and
+  skips every sample already decided;
+- ``fingerprint`` (prompt template + few-shot pool + sampling settings + model) is stored in every row, and
+  a rerun into a file written with other settings stops instead of mixing the two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm import tqdm
+
+from lightning_selfalign.engines import Completion, Engine, EngineOptions, Request, Sampling, load_engine
+from lightning_selfalign.errors import UserError
+from lightning_selfalign.jsonl import JsonlAppender, fingerprint, finished_ids, read_jsonl_files, stable_id, write_stats
+from lightning_selfalign.prompts import (
+    CATEGORIES,
+    DEFAULT_NUM_FEWSHOT,
+    DIFFICULTIES,
+    build_prompt,
+    parse_output,
+    prompt_fingerprint,
+)
+from lightning_selfalign.records import REQUIRED_CONCEPT, REQUIRED_INSTRUCTION, REQUIRED_SEED
+
+Stage = Literal["concepts", "instructions", "responses"]
+REQUIRED_INPUT = {"concepts": REQUIRED_SEED, "instructions": REQUIRED_CONCEPT, "responses": REQUIRED_INSTRUCTION}
+DEFAULT_N = {"concepts": 1, "instructions": 1, "responses": 10}
+DEFAULT_MAX_NEW_TOKENS = {"concepts": 256, "instructions": 512, "responses": 1536}
+SEED_RANGE = 2**31  # servers and vLLM take 32-bit seeds
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """What one stage run samples and how; ``for_stage`` fills the per-stage defaults."""
+
+    n: int = 1
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    chat: bool = False
+    num_fewshot: int = DEFAULT_NUM_FEWSHOT
+    round: int = 0
+    seed: int = 0
+    batch_size: int | None = None
+    keep_dropped: bool = False
+    progress: bool = True
+
+    @classmethod
+    def for_stage(cls, stage: str, **overrides: Any) -> StageSettings:
+        """Settings with the stage's defaults (responses: n=10, longer outputs) where ``overrides`` gives None."""
+        defaults = {"n": DEFAULT_N[stage], "max_new_tokens": DEFAULT_MAX_NEW_TOKENS[stage]}
+        values = {**defaults, **{key: value for key, value in overrides.items() if value is not None}}
+        return cls(**values)
+
+    def problems(self) -> list[str]:
+        """Every invalid setting, named by its flag."""
+        checks = [
+            (self.n >= 1, f"--n must be at least 1, got {self.n}"),
+            (self.temperature >= 0, f"--temperature must be >= 0 (0 = greedy), got {self.temperature}"),
+            (0 < self.top_p <= 1, f"--top_p must be in (0, 1], got {self.top_p}"),
+            (self.max_new_tokens >= 1, f"--max_new_tokens must be at least 1, got {self.max_new_tokens}"),
+            (self.num_fewshot >= 0, f"--num_fewshot must be >= 0, got {self.num_fewshot}"),
+            (self.batch_size is None or self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}"),
+        ]
+        return [message for ok, message in checks if not ok]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One request to make: the input row, the sample's index and id, and the fields its prompt was built from."""
+
+    row: dict
+    index: int
+    id: str
+    sampled: dict  # fields the stage itself chose for this sample (category, difficulty)
+    request: Request
+
+
+def dropped_path(output: str | Path) -> Path:
+    """Where dropped samples are recorded: ``out.jsonl`` -> ``out.dropped.jsonl``."""
+    output = Path(output)
+    stem = output.name[: -len(".jsonl")] if output.name.endswith(".jsonl") else output.name
+    return output.with_name(stem + ".dropped.jsonl")
+
+
+def run_fingerprint(stage: str, settings: StageSettings, model: str, prompt_fingerprint: str) -> str:
+    """Digest of everything that decides a row's content (not n, batch size or shard: they change none)."""
+    sampling = {key: getattr(settings, key) for key in ("temperature", "top_p", "max_new_tokens", "seed")}
+    return fingerprint({"stage": stage, "prompt": prompt_fingerprint, "sampling": sampling, "model": model})
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    """``"i/n"``, or the launcher's rank and world size (torchrun, SLURM), else ``(0, 1)``."""
+    if shard is None:
+        for rank, world in (
+            ("RANK", "WORLD_SIZE"),
+            ("SLURM_PROCID", "SLURM_NTASKS"),
+            ("LOCAL_RANK", "LOCAL_WORLD_SIZE"),
+        ):
+            if os.environ.get(rank) and os.environ.get(world):
+                shard = f"{os.environ[rank]}/{os.environ[world]}"
+                break
+        else:
+            return 0, 1
+    index, _, count = shard.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise UserError(f"--shard must be i/n with 0 <= i < n (e.g. 0/4), got {shard!r}")
+    return int(index), int(count)
+
+
+def in_shard(row_id: str, shard: tuple[int, int]) -> bool:
+    """Deterministic split by id hash: the same row lands in the same shard on every machine."""
+    return shard[1] == 1 or int(stable_id("shard", row_id), 16) % shard[1] == shard[0]
+
+
+def sample_seed(settings: StageSettings, sample_id: str) -> int:
+    return int(stable_id(settings.seed, sample_id), 16) % SEED_RANGE
+
+
+def make_samples(stage: str, row: dict, indices: Iterable[int], settings: StageSettings) -> list[Sample]:
+    """The requests for one input row. Instructions draw category and difficulty per sample; the other
+    stages share one prompt (and so the server's prefix cache) across a row's samples."""
+    samples, shared = [], None
+    for index in indices:
+        sample_id = stable_id(row["id"], stage, index)
+        sampled: dict = {}
+        if stage == "instructions":
+            rng = random.Random(f"{settings.seed}:{sample_id}")
+            sampled = {"category": rng.choice(CATEGORIES), "difficulty": rng.choice(DIFFICULTIES)}
+            prompt = _build(stage, {**row, **sampled}, rng, settings)
+        else:
+            shared = shared or _build(stage, row, random.Random(f"{settings.seed}:{stage}:{row['id']}"), settings)
+            prompt = shared
+        request = Request.from_prompt(prompt, seed=sample_seed(settings, sample_id))
+        samples.append(Sample(row=row, index=index, id=sample_id, sampled=sampled, request=request))
+    return samples
+
+
+def _build(stage: str, row: dict, rng: random.Random, settings: StageSettings) -> Any:
+    try:
+        return build_prompt(stage, row, rng=rng, chat=settings.chat, num_fewshot=settings.num_fewshot)
+    except ValueError as exc:
+        raise UserError(f"input row {row.get('id')!r}: {exc}") from None
+
+
+def judge(stage: str, sample: Sample, completion: Completion, provenance: dict) -> tuple[dict, str | None]:
+    """The output row, or the drop record and its reason (cut off by the length limit, or not parseable)."""
+    common = {"id": sample.id, "parent_id": sample.row["id"], **provenance, "sample_index": sample.index}
+    common["finish_reason"] = completion.finish_reason
+    if completion.finish_reason == "length":
+        reason = "length"
+    else:
+        parsed = parse_output(stage, completion.text)
+        if parsed.fields is not None:
+            return {**sample.row, **sample.sampled, **parsed.fields, **common}, None
+        reason = parsed.drop_reason or "unparseable"
+    return {**common, "drop_reason": reason, "num_tokens": completion.num_tokens}, reason
+
+
+def _check_rows(stage: str, rows: list[dict], source: str) -> None:
+    problems = [f"row {i + 1}: missing {f!r}" for i, r in enumerate(rows) for f in REQUIRED_INPUT[stage] if f not in r]
+    seen: Counter = Counter(str(row.get("id")) for row in rows)
+    problems += [
+        f"id {row_id!r} appears {count} times (ids must be unique)" for row_id, count in seen.items() if count > 1
+    ]
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise UserError(f"{source}: " + "; ".join(problems[:5]) + more)
+
+
+def _check_same_settings(paths: Iterable[Path], run_fp: str) -> None:
+    for path in paths:
+        if not path.exists() or path.stat().st_size == 0:
+            continue
+        with path.open(encoding="utf-8") as handle:
+            first = handle.readline()
+        try:
+            old = json.loads(first).get("fingerprint")
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a torn or foreign first line: the appender and finished_ids deal with it
+        if old is not None and old != run_fp:
+            raise UserError(
+                f"{path} holds rows made with other settings (fingerprint {old}, now {run_fp}: another model, "
+                "prompt, sampling or --seed); write to a new --output, or delete it to start over"
+            )
+
+
+def _chunks(stage: str, todo: list[tuple[dict, list[int]]], settings: StageSettings, size: int) -> Iterator[list]:
+    chunk: list[Sample] = []
+    for row, indices in todo:
+        chunk.extend(make_samples(stage, row, indices, settings))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run_stage(
+    stage: Stage,
+    rows: Iterable[dict],
+    output: str | Path,
+    engine: Engine,
+    settings: StageSettings,
+    source: str = "input",
+) -> dict[str, Any]:
+    """Generate ``settings.n`` samples per input row into ``output``, skipping samples already decided."""
+    rows = list(rows)
+    _check_rows(stage, rows, source)
+    output, dropped_file = Path(output), dropped_path(output)
+    prompt_fp = prompt_fingerprint(stage, chat=settings.chat, num_fewshot=settings.num_fewshot)
+    run_fp = run_fingerprint(stage, settings, engine.model, prompt_fp)
+    _check_same_settings((output, dropped_file), run_fp)
+    done = finished_ids(output) | finished_ids(dropped_file)
+    todo = []
+    for row in rows:
+        indices = [i for i in range(settings.n) if stable_id(row["id"], stage, i) not in done]
+        if indices:
+            todo.append((row, indices))
+    provenance = {"round": settings.round, "fingerprint": run_fp}
+    sampling = Sampling(settings.temperature, settings.top_p, settings.max_new_tokens)
+    kept, drops, tokens, start = 0, Counter(), 0, time.perf_counter()
+    bar = tqdm(total=len(todo), unit="row", desc=stage, disable=not settings.progress, file=sys.stderr)
+    with JsonlAppender(output) as kept_out, JsonlAppender(dropped_file) as dropped_out, bar:
+        for chunk in _chunks(stage, todo, settings, settings.batch_size or engine.default_batch_size):
+            completions = engine.generate([sample.request for sample in chunk], sampling)
+            for sample, completion in zip(chunk, completions):
+                row, reason = judge(stage, sample, completion, provenance)
+                if reason is None:
+                    kept_out.write(row)
+                    kept += 1
+                else:
+                    drops[reason] += 1
+                    dropped_out.write({**row, "text": completion.text} if settings.keep_dropped else row)
+                tokens += completion.num_tokens
+            bar.update(len({sample.row["id"] for sample in chunk}))
+            bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}", kept=kept)
+    elapsed = time.perf_counter() - start
+    return {
+        "stage": stage,
+        "rows_in": len(rows),
+        "rows_already_done": len(rows) - len(todo),
+        "rows_generated": len(todo),
+        "samples": kept + sum(drops.values()),
+        "kept": kept,
+        "dropped": dict(sorted(drops.items())),
+        "tokens": tokens,
+        "elapsed_s": round(elapsed, 3),
+        "rows_per_s": round(len(todo) / elapsed, 3) if elapsed else None,
+        "tokens_per_s": round(tokens / elapsed, 1) if elapsed else None,
+        "totals": _totals(output, dropped_file),
+        "engine": {"name": engine.name, "model": engine.model, **engine.counters},
+        "fingerprint": run_fp,
+        "output": str(output),
+        "dropped_file": str(dropped_file),
+        "settings": asdict(settings),
+    }
+
+
+def _totals(output: Path, dropped_file: Path) -> dict[str, Any]:
+    """Counts over the whole files (this run and every earlier, resumed one)."""
+    with output.open("rb") as handle:
+        kept = sum(1 for line in handle if line.strip())
+    reasons = (
+        Counter(row.get("drop_reason") for row in read_jsonl_files(dropped_file)) if _nonempty(dropped_file) else {}
+    )
+    return {"kept": kept, "dropped": dict(sorted(reasons.items()))}
+
+
+def _nonempty(path: Path) -> bool:
+    return path.exists() and path.stat().st_size > 0
+
+
+def write_concepts(rows: Iterable[dict], output: str | Path, engine: Engine, settings: StageSettings | None = None):
+    """Concepts for each seed row (needs ``id``, ``seed``); adds ``concepts`` (list of strings)."""
+    return run_stage("concepts", rows, output, engine, settings or StageSettings.for_stage("concepts"))
+
+
+def write_instructions(rows: Iterable[dict], output: str | Path, engine: Engine, settings: StageSettings | None = None):
+    """Instructions from concept rows (needs ``id``, ``concepts``); adds instruction, category, difficulty."""
+    return run_stage("instructions", rows, output, engine, settings or StageSettings.for_stage("instructions"))
+
+
+def write_responses(rows: Iterable[dict], output: str | Path, engine: Engine, settings: StageSettings | None = None):
+    """``n`` responses per instruction row (needs ``id``, ``instruction``); adds ``response``, ``code``, ``tests``."""
+    return run_stage("responses", rows, output, engine, settings or StageSettings.for_stage("responses"))
+
+
+def shard_output(output: str | Path, shard: tuple[int, int]) -> Path:
+    """``out.jsonl`` for one shard, ``out.shard-00002-of-00008.jsonl`` for shard 2 of 8."""
+    output = Path(output)
+    if shard[1] == 1:
+        return output
+    stem = output.name[: -len(".jsonl")] if output.name.endswith(".jsonl") else output.name
+    return output.with_name(f"{stem}.shard-{shard[0]:05d}-of-{shard[1]:05d}.jsonl")
+
+
+def summary_lines(stats: dict[str, Any]) -> list[str]:
+    """The end-of-run summary: counts in, out and dropped by reason."""
+    dropped = ", ".join(f"{reason} {count}" for reason, count in stats["dropped"].items()) or "none"
+    totals = stats["totals"]
+    total_dropped = sum(totals["dropped"].values())
+    return [
+        f"{stats['stage']}: {stats['rows_in']} input rows ({stats['rows_already_done']} already done), "
+        f"{stats['samples']} samples generated: {stats['kept']} kept, {stats['samples'] - stats['kept']} dropped "
+        f"({dropped})",
+        f"{stats['tokens']} tokens in {stats['elapsed_s']:.1f}s ({stats['tokens_per_s'] or 0:.0f} tok/s, "
+        f"{stats['rows_per_s'] or 0:.2f} rows/s); engine {stats['engine']}",
+        f"{stats['output']}: {totals['kept']} rows in total; {stats['dropped_file']}: {total_dropped} dropped in total",
+    ]
+
+
+def generate_command(
+    *,
+    stage: Stage,
+    input: str,
+    output: str,
+    engine: Literal["hf", "vllm", "openai"] = "hf",
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    chat: bool = False,
+    n: int | None = None,
+    temperature: float = 0.7,
+    top_p: float = 0.95,
+    max_new_tokens: int | None = None,
+    num_fewshot: int = DEFAULT_NUM_FEWSHOT,
+    batch_size: int | None = None,
+    concurrency: int = 32,
+    request_timeout: float = 600.0,
+    max_retries: int = 5,
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float = 0.9,
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+    shard: str | None = None,
+    round: int = 0,
+    seed: int = 0,
+    keep_dropped: bool = False,
+    progress: bool = True,
+) -> None:
+    """Run one generation stage: concepts from seeds, instructions from concepts, or responses (with tests)
+    from instructions. Appends to OUTPUT and records dropped samples in OUTPUT.dropped.jsonl; rerunning the
+    same command resumes where it stopped. Counts go to OUTPUT.stats.json.
+
+    Args:
+        stage: concepts (reads id, seed), instructions (reads id, concepts; samples category and difficulty per
+            row) or responses (reads id, instruction; writes response, code, tests).
+        input: JSONL file (or glob, e.g. 'instructions.shard-*.jsonl') of the previous stage's rows.
+        output: JSONL file to append to; with more than one shard, '.shard-0000i-of-0000n' is inserted.
+        engine: hf (transformers in this process; CPU default), vllm (in-memory vllm.LLM, GPUs) or openai (any
+            OpenAI-compatible server: vllm serve, SGLang, llama.cpp, python -m lightning_selfalign.serve).
+        model: model folder or Hub name (hf, vllm); the served model's name (openai; default: the server's first).
+        base_url: server URL for --engine openai, e.g. http://127.0.0.1:8000/v1.
+        api_key: key for --engine openai (default: $OPENAI_API_KEY, else a placeholder local servers accept).
+        chat: prompt through the model's chat template (instruct models) instead of plain completion text (base
+            models).
+        n: samples per input row (default: 10 for responses, 1 otherwise).
+        temperature: sampling temperature; 0 is greedy.
+        top_p: nucleus sampling mass.
+        max_new_tokens: longest generation; longer samples are dropped as 'length' (default: 256 concepts, 512
+            instructions, 1536 responses).
+        num_fewshot: few-shot examples per prompt.
+        batch_size: prompts per engine call (hf: one padded batch; default 16 hf, 4 x concurrency openai, 2048
+            vllm). Output is written after each call.
+        concurrency: most requests in flight at once (openai).
+        request_timeout: seconds before one request is abandoned and retried (openai).
+        max_retries: retries per request on connection errors, timeouts, 429 and 5xx, with exponential backoff
+            (openai).
+        tensor_parallel_size: GPUs one model is split over (vllm).
+        gpu_memory_utilization: fraction of GPU memory vLLM may take (vllm).
+        dtype: weights dtype (hf, vllm); auto takes the checkpoint's.
+        shard: 'i/n' to process only shard i of n (rows split by id hash); default: the launcher's RANK/WORLD_SIZE
+            (torchrun) or SLURM_PROCID/SLURM_NTASKS when set, else 0/1.
+        round: self-alignment round stored in every row.
+        seed: base of every sample's seed (each sample's seed derives from it and the sample's id).
+        keep_dropped: also store the generated text of dropped samples in OUTPUT.dropped.jsonl, for inspection.
+        progress: show the progress bar.
+    """
+    settings = StageSettings.for_stage(
+        stage, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, chat=chat,
+        num_fewshot=num_fewshot, round=round, seed=seed, batch_size=batch_size, keep_dropped=keep_dropped,
+        progress=progress,
+    )  # fmt: skip
+    problems = settings.problems()
+    if model is None and engine != "openai":
+        problems.append(f"--model is required with --engine {engine}")
+    if problems:
+        raise UserError("; ".join(problems))
+    part = parse_shard(shard)
+    rows = [row for row in read_jsonl_files(input, required=REQUIRED_INPUT[stage]) if in_shard(str(row["id"]), part)]
+    options = EngineOptions(
+        base_url=base_url, api_key=api_key, concurrency=concurrency, request_timeout=request_timeout,
+        max_retries=max_retries, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+        gpu_memory_utilization=gpu_memory_utilization, batch_size=batch_size,
+    )  # fmt: skip
+    backend = load_engine(engine, model, options)
+    try:
+        target = shard_output(output, part)
+        stats = run_stage(stage, rows, target, backend, settings, source=input)
+    finally:
+        backend.close()
+    stats["shard"] = f"{part[0]}/{part[1]}"
+    stats["input"] = input
+    write_stats(target, stats)
+    for line in summary_lines(stats):
+        print(line)
+
+
+__all__ = [
+    "StageSettings",
+    "dropped_path",
+    "generate_command",
+    "parse_shard",
+    "run_stage",
+    "write_concepts",
+    "write_instructions",
+    "write_responses",
+]
