@@ -51,7 +51,9 @@ class OpenAIEngine:
         self.max_backoff_s = max_backoff_s
         self.default_batch_size = 4 * concurrency
         self.counters = {"requests": 0, "retries": 0}
-        self.model = model or asyncio.run(self._served_model())
+        # Asking for the model list first makes a down server or a wrong URL fail before any work starts.
+        served = asyncio.run(self._served_model())
+        self.model = model or served
 
     def _client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
