@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.jsonl import expand_paths, fingerprint
+from lightning_selfalign.jsonl import expand_paths, fingerprint, read_jsonl
 
 ROLES = ("user", "assistant")
 SHAPES = "'instruction'+'response', 'messages', or 'prompt'+'completion'"
@@ -81,8 +81,6 @@ def source_key(patterns: str | Sequence[str]) -> tuple[list[Path], str]:
 
 
 def _conversations(files: Sequence[Path]) -> Iterator[dict[str, Any]]:
-    from lightning_selfalign.jsonl import read_jsonl
-
     for path in files:
         # read_jsonl skips blank lines, so count lines ourselves to name the right one in errors.
         for lineno, row in _numbered(read_jsonl(path), path):
