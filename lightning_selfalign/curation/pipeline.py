@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import random
+import resource
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -90,6 +92,18 @@ class CurationResult:
     dropped: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     contamination: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
 
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, name: str, step: Callable, *args: Any) -> Any:
+        """Run one step and record its wall time and CPU time (with its worker processes) under ``name``."""
+        started, cpu = time.perf_counter(), _cpu_seconds()
+        out = step(*args)
+        self.seconds[name] = round(time.perf_counter() - started, 3)
+        self.cpu_seconds[name] = round(_cpu_seconds() - cpu, 3)
+        return out
+
     def drop(self, row: dict[str, Any], step: str, reason: str, **details: Any) -> None:
         self.dropped[step][reason] += 1
         self.removed.append(
@@ -103,12 +117,20 @@ class CurationResult:
         assert self.rows_in == len(self.rows) + total, "every input row must be kept or counted as dropped"
         contamination = {name: dict(sorted(items.items())) for name, items in self.contamination.items()}
         return {
+            "step_seconds": dict(self.seconds),
+            "step_cpu_seconds": dict(self.cpu_seconds),
             "rows_in": self.rows_in,
             "rows_out": len(self.rows),
             "dropped_total": total,
             "dropped": dropped,
             "contamination": contamination,
         }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children (the worker pools)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _stable_unit(*parts: Any) -> int:
@@ -301,11 +323,10 @@ def curate(rows: Iterable[dict[str, Any]], config: CurationConfig | None = None)
     if problems:
         raise ValueError("; ".join(problems))
     result = CurationResult(rows=[], removed=[])
-    selected = select_responses(rows, config, result)
-    cleaned = sanitize_rows(selected, config, result)
-    clean = decontaminate_rows(cleaned, config, result)
-    unique = dedup_rows(clean, config, result)
-    result.rows = [sft_row(row) for row in unique]
+    rows = result.timed("read_filter_select", select_responses, rows, config, result)
+    for step in (sanitize_rows, decontaminate_rows, dedup_rows):
+        rows = result.timed(step.__name__, step, rows, config, result)
+    result.rows = [sft_row(row) for row in rows]
     return result
 
 
