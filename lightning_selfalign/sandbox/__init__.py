@@ -1,16 +1,24 @@
 """Isolated execution of generated code and its tests.
 
 ``execute(code, tests)`` for one-off checks; :func:`lightning_selfalign.sandbox.batch.execute_rows` for
-JSONL batches. See ``isolation.py`` for what each mode protects against and ``harness.py`` for how a pass
-is established.
+JSONL batches; :class:`SandboxPool` to keep helpers warm across calls. ``isolation.py`` lists what each mode
+enables; ``harness.py`` says how a pass is established.
 
-What this protects against: generated code that loops, forks, allocates, prints, writes files, opens
-sockets, reads the environment, exits early or kills processes, by mistake or on purpose (in ``bwrap``
-mode). What it does not: kernel exploits (samples share the host kernel; use VMs or gVisor for that);
-CPU contention between samples (it only shows up as slower runs or timeouts); and a sample written
-specifically against this harness: code that runs in the same interpreter as the harness can find the
-check counter or the nonce in memory and forge a pass. The verdict filters model output; the isolation,
-not the verdict, is the security boundary.
+Protects against (default ``bwrap`` mode, each property attacked by ``tests/test_sandbox_hostile.py``):
+loops, C calls and ignored signals (wall clock enforced from outside by SIGKILL); fork bombs (process cap
+that holds for root); daemons (each sample is PID 1 of its own PID namespace, so everything it started
+dies with it); memory bombs (address-space cap per process); output floods (drained, kept up to a bound);
+stdin reads (/dev/null); writes to host files (read-only mounts, and an unprivileged uid); filling the disk
+(size-capped private tmpfs, file-size cap); network access (an empty network namespace, no loopback to the
+host); secret environment variables (allowlist) and other processes (not visible or not readable);
+``sys.exit``/``os._exit``/``atexit``/``exec``/closed fds passing for success (only the harness report counts).
+
+Does not protect against: kernel exploits (samples share the host kernel: use a VM or gVisor for hostile
+users); *reading* files an unprivileged uid may read (the view of ``/`` is read-only, not empty; as root,
+directories like /root are hidden); total memory beyond processes x the per-process cap; CPU contention
+between samples (shows up as slower runs or timeouts; timeouts are retried once alone); and a sample written
+against this harness: it runs in the harness's interpreter and can find the check counter or the nonce in
+memory and forge a pass. The verdict filters model output; the isolation, not the verdict, is the boundary.
 """
 
 from __future__ import annotations

@@ -1,15 +1,17 @@
 """The warm helper: a small long-lived process that forks one isolated child per sample.
 
 Runs as a script (``python -I helper.py CONFIG_JSON``), inside bubblewrap when available, and imports only
-the standard library so that forking stays cheap and nothing of the application is reachable. It reads one
+the standard library, so that nothing of the application is reachable and forking stays cheap. It reads one
 JSON request per line on stdin and writes one JSON verdict per line on stdout.
 
-Per sample: fork an *intermediate* that (in ``namespaces`` mode) unshares a user, PID and mount namespace
-and forks the *sample process*, PID 1 of that namespace: when it dies, the kernel kills every process the
-sample started. The sample process mounts a private tmpfs on /tmp (its scratch dir, size-capped) and a
-fresh /proc, sets rlimits, drops all capabilities, sets no-new-privs and runs the harness. The intermediate
-waits, then reports the raw exit status. The helper enforces the wall clock from outside: SIGKILL to the
-intermediate fires the sample's parent-death signal, which ends its namespace.
+At start (namespace modes) the helper drops to its unprivileged uid, enters a user namespace of its own
+(mapped to that uid, so ``RLIMIT_NPROC`` holds even for root's library), a PID namespace of its own (it is
+its PID 1) and a mount namespace with a size-capped tmpfs on /tmp and /dev/shm. Per sample it compiles the
+program (small ones; large ones compile in the child under the clock), unshares a fresh PID namespace and
+forks: the child is PID 1 there, so when it dies the kernel kills every process it started. The child
+sets rlimits, redirects stdin/stdout/stderr, drops its capabilities, sets no-new-privs and runs the
+harness. The helper drains the output, enforces the wall clock from outside with SIGKILL, wipes the
+scratch dirs, and turns the harness report or the exit status into a verdict.
 """
 
 import ctypes
