@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -131,8 +132,11 @@ if mode == "baseline":
 else:
     from lightning_selfalign.curation import curate_command
     stats = curate_command(src, dst, workers=workers, progress=False)
-    out = {"rows_out": stats["rows_out"], "dropped": stats["dropped"]}
+    out = {"rows_out": stats["rows_out"], "dropped": stats["dropped"], "steps": stats["step_seconds"],
+           "step_cpu": stats["step_cpu_seconds"]}
 out["seconds"] = time.perf_counter() - start
+own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+out["cpu_seconds"] = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out["children_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps(out))
@@ -163,14 +167,21 @@ def main() -> None:
                 handle.write(json.dumps(row) + "\n")
         print(f"generated {args.rows} rows ({src.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.1f}s")
         for repeat in range(args.repeats):
+            load = os.getloadavg()[0]
             base = run("baseline", src, Path(tmp) / "base.jsonl", args.workers)
             ours = run("curate", src, Path(tmp) / "sft.jsonl", args.workers)
-            print(f"[{repeat}] baseline read+write: {base['seconds']:.1f}s, peak RSS {base['peak_rss_mb']:.0f} MB")
+            print(f"[{repeat}] load average before: {load:.1f}, after: {os.getloadavg()[0]:.1f} (2 cores; >2 = shared)")
             print(
-                f"[{repeat}] curate: {ours['seconds']:.1f}s, peak RSS {ours['peak_rss_mb']:.0f} MB "
-                f"(largest worker {ours['children_peak_rss_mb']:.0f} MB), rows out {ours['rows_out']}, "
-                f"ratio {ours['seconds'] / base['seconds']:.1f}x"
+                f"[{repeat}] baseline read+write: {base['seconds']:.1f}s wall, {base['cpu_seconds']:.1f}s CPU, "
+                f"peak RSS {base['peak_rss_mb']:.0f} MB"
             )
+            print(
+                f"[{repeat}] curate: {ours['seconds']:.1f}s wall, {ours['cpu_seconds']:.1f}s CPU, peak RSS "
+                f"{ours['peak_rss_mb']:.0f} MB (largest worker {ours['children_peak_rss_mb']:.0f} MB), rows out "
+                f"{ours['rows_out']}, wall ratio {ours['seconds'] / base['seconds']:.1f}x"
+            )
+            print(f"[{repeat}] step wall s: {json.dumps(ours['steps'])}")
+            print(f"[{repeat}] step CPU s: {json.dumps(ours['step_cpu'])}")
             print(f"[{repeat}] dropped: {json.dumps(ours['dropped'])}")
     print(f"peak RSS of this driver: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
