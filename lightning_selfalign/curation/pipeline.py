@@ -170,7 +170,7 @@ def select_responses(rows: Iterable[dict[str, Any]], config: CurationConfig, res
             continue
         row = {key: row[key] for key in _WORKING_FIELDS if key in row}
         parent = row.get("parent_id")
-        group = str(parent) if parent is not None else "instruction:" + sanitize_key(row["instruction"])
+        group = str(parent) if parent is not None else "instruction:" + _instruction_key(row["instruction"])
         rank = _rank(row, config.select, config.seed)
         current = best.get(group)
         if current is None or rank < current[0]:
@@ -184,7 +184,8 @@ def select_responses(rows: Iterable[dict[str, Any]], config: CurationConfig, res
     return [row for _, _, row in sorted(best.values(), key=lambda entry: entry[1])]
 
 
-def sanitize_key(text: str) -> str:
+def _instruction_key(text: str) -> str:
+    """Group key for rows without a parent_id: the instruction with whitespace collapsed."""
     return hashlib.blake2b(" ".join(text.split()).encode("utf-8"), digest_size=16).hexdigest()
 
 
