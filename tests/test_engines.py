@@ -1,0 +1,136 @@
+"""The hf engine on the tiny random model, and the stage runner's small pure pieces (shards, seeds, settings)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lightning_selfalign.engines import Request, Sampling, cut_at_stop, merge_system_turn
+from lightning_selfalign.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model_dir):
+    from lightning_selfalign.engines import load_engine
+
+    return load_engine("hf", str(tiny_model_dir))
+
+
+def prompts(count: int) -> list[Request]:
+    # Different lengths, so batches are padded differently.
+    return [Request(text="def f(x):\n" + "    x += 1\n" * k, messages=None, seed=k) for k in range(count)]
+
+
+@pytest.mark.timeout(300)
+def test_each_row_is_independent_of_its_batch(hf):
+    sampling = Sampling(temperature=0.8, top_p=0.9, max_new_tokens=10)
+    requests = prompts(6)
+    hf.default_batch_size = 6
+    together = hf.generate(requests, sampling)
+    hf.default_batch_size = 2
+    shuffled = hf.generate(requests[::-1], sampling)[::-1]
+    alone = [hf.generate([request], sampling)[0] for request in requests[:2]]
+    assert together == shuffled and together[:2] == alone
+    reseeded = hf.generate([Request(text=requests[0].text, messages=None, seed=1234)], sampling)[0]
+    assert reseeded != together[0], "the seed decides the sample"
+    assert all(c.finish_reason == "length" and c.num_tokens == 10 for c in together)
+
+
+@pytest.mark.timeout(300)
+def test_greedy_equals_transformers_greedy(hf):
+    import torch
+
+    request = prompts(3)[2]
+    mine = hf.generate([request], Sampling(temperature=0, max_new_tokens=8))[0]
+    ids = torch.tensor([hf.tokenizer(request.text)["input_ids"]])
+    with torch.inference_mode():
+        theirs = hf.lm.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=8,
+                                pad_token_id=hf.pad_id)  # fmt: skip
+    assert mine.text == hf.tokenizer.decode(theirs[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+@pytest.mark.timeout(300)
+def test_stop_string_ends_a_row_and_is_cut(hf):
+    sampling = Sampling(temperature=0.7, max_new_tokens=16)
+    free = hf.generate(prompts(1), sampling)[0]
+    stop = free.text[3:6]  # a string the model is about to write
+    stopped = hf.generate([Request(text=prompts(1)[0].text, messages=None, stop=(stop,), seed=0)], sampling)[0]
+    assert stopped.finish_reason == "stop"
+    assert free.text.startswith(stopped.text) and stop not in stopped.text and len(stopped.text) < len(free.text)
+
+
+@pytest.mark.timeout(300)
+def test_chat_prompt_through_a_template_without_system_role(hf):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Write f."}]
+    out = hf.generate([Request(text=None, messages=messages, seed=3)], Sampling(max_new_tokens=4))[0]
+    assert out.num_tokens == 4
+    from lightning_selfalign.engines import prompt_token_ids
+
+    rendered = hf.tokenizer.decode(prompt_token_ids(hf.tokenizer, Request(text=None, messages=messages)))
+    assert rendered.endswith("### Instruction\nBe brief.\n\nWrite f.\n\n### Response\n")
+
+
+def test_cut_at_stop_and_merge_system_turn():
+    assert cut_at_stop("abc[end]def\n### Example", ["\n### Example", "[end]"]) == ("abc", True)
+    assert cut_at_stop("abc", ["[end]"]) == ("abc", False)
+    merged = merge_system_turn([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    assert merged == [{"role": "user", "content": "S\n\nU"}]
+
+
+def test_unloadable_model_is_a_user_error(tmp_path):
+    from lightning_selfalign.engines import load_engine
+
+    with pytest.raises(UserError, match="--model .*cannot load it"):
+        load_engine("hf", str(tmp_path / "missing"))
+    with pytest.raises(UserError, match="--engine must be one of"):
+        load_engine("tpu", "x")
+
+
+def test_shards_partition_the_rows(monkeypatch):
+    from lightning_selfalign.stages import in_shard, parse_shard, shard_output
+
+    ids = [f"row{i}" for i in range(400)]
+    parts = [[i for i in ids if in_shard(i, (k, 4))] for k in range(4)]
+    assert sorted(sum(parts, [])) == sorted(ids) and all(60 < len(part) < 140 for part in parts)
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("4/4", "x/2", "1"):
+        with pytest.raises(UserError, match="--shard must be i/n"):
+            parse_shard(bad)
+    for name in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert parse_shard(None) == (0, 1)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert parse_shard(None) == (3, 8)
+    assert shard_output("out/r.jsonl", (3, 8)).name == "r.shard-00003-of-00008.jsonl"
+    assert shard_output("out/r.jsonl", (0, 1)).name == "r.jsonl"
+
+
+def test_sample_ids_and_seeds_are_stable_and_distinct():
+    from lightning_selfalign.stages import StageSettings, make_samples
+
+    settings = StageSettings.for_stage("instructions", n=4)
+    row = {"id": "c1", "seed": "def f(x): return x", "concepts": ["recursion", "lists"]}
+    first = make_samples("instructions", row, range(4), settings)
+    again = make_samples("instructions", row, [2], settings)
+    assert again[0] == first[2], "a sample is rebuilt identically on its own (resume)"
+    assert len({s.id for s in first}) == 4 and len({s.request.seed for s in first}) == 4
+    assert all(s.sampled["category"] and s.sampled["difficulty"] for s in first)
+    other_seed = make_samples("instructions", row, [2], StageSettings.for_stage("instructions", seed=1))
+    assert other_seed[0].id == first[2].id and other_seed[0].request.seed != first[2].request.seed
+
+
+def test_bad_flags_are_collected_into_one_error(tmp_path):
+    from lightning_selfalign.stages import generate_command
+
+    with pytest.raises(UserError) as error:
+        generate_command(stage="responses", input="x.jsonl", output=str(tmp_path / "o.jsonl"), n=0, top_p=2.0)
+    message = str(error.value)
+    assert "--n must be at least 1" in message and "--top_p" in message and "--model is required" in message
+
+
+def test_duplicate_input_ids_are_refused(tmp_path):
+    from lightning_selfalign.stages import StageSettings, run_stage
+
+    rows = [{"id": "a", "instruction": "x"}, {"id": "a", "instruction": "y"}]
+    with pytest.raises(UserError, match="id 'a' appears 2 times"):
+        run_stage("responses", rows, tmp_path / "o.jsonl", engine=None, settings=StageSettings(), source="in.jsonl")
