@@ -20,7 +20,6 @@ import pytest
 
 from lightning_selfalign.sandbox import Limits, SandboxPool
 from lightning_selfalign.sandbox.batch import execute_rows
-from lightning_selfalign.sandbox.isolation import sandbox_ids
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/ns/pid"), reason="needs Linux")
 
@@ -217,9 +216,8 @@ def _listener() -> tuple[socket.socket, list[bytes]]:
     return server, received
 
 
-def _sandbox_processes(workers: int) -> list[str]:
-    """Host processes running as this test's sandbox uids."""
-    uids = {sandbox_ids(slot)[0] for slot in range(workers)}
+def _sandbox_processes(uids: set[int]) -> list[str]:
+    """Host processes running as the given sandbox uids."""
     out = subprocess.run(["ps", "-eo", "uid=,pid=,args="], capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if line.split() and int(line.split()[0]) in uids]
 
@@ -247,13 +245,14 @@ def hostile_batch(tmp_path_factory: pytest.TempPathFactory):
     limits = Limits(timeout_s=TIMEOUT, memory_mb=512)
     with SandboxPool(workers=2) as pool:
         stats = execute_rows(rows, output, limits, pool=pool, retry_timeouts=False, progress=False)
-        leftover = _sandbox_processes(2)
-    after_close = _sandbox_processes(2)
+        uids = {helper.uid for helper in pool.helpers.queue}
+        leftover = _sandbox_processes(uids)
+    after_close = _sandbox_processes(uids)
     for _ in range(50):  # the helpers die by their parent-death signal, a moment after their bwrap parent
         if not after_close:
             break
         time.sleep(0.1)
-        after_close = _sandbox_processes(2)
+        after_close = _sandbox_processes(uids)
     results = {row["id"]: row for row in map(json.loads, output.read_text().splitlines())}
     yield {
         "results": results,

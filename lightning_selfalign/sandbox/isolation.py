@@ -73,7 +73,7 @@ def sandbox_ids(slot: int) -> tuple[int, int]:
     """(uid, gid) the helper runs as: a dedicated unprivileged uid per slot when root, else our own."""
     if os.geteuid() != 0:
         return os.getuid(), os.getgid()
-    uid = UID_BASE + (os.getpid() % 4000) * 16 + slot % 16
+    uid = UID_BASE + (os.getpid() % 10_000) * 64 + slot % 64
     return uid, uid
 
 

@@ -8,6 +8,7 @@ replaces the helper when it dies or stops answering (that sample gets ``crash``)
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -22,7 +23,7 @@ from dataclasses import asdict
 from typing import Any
 
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.sandbox.isolation import candidate_modes, helper_command
+from lightning_selfalign.sandbox.isolation import candidate_modes, helper_command, sandbox_ids
 from lightning_selfalign.sandbox.types import ExecutionResult, Limits
 
 START_TIMEOUT_S = 60.0
@@ -67,13 +68,16 @@ class _Spawner:
 
 
 _spawner = _Spawner()
+_slots = itertools.count()  # every helper of this process gets its own uid (when root)
 
 
 class Helper:
     """One warm helper process in a given isolation mode."""
 
-    def __init__(self, mode: str, slot: int = 0) -> None:
+    def __init__(self, mode: str, slot: int | None = None) -> None:
+        slot = next(_slots) if slot is None else slot
         argv, popen = helper_command(mode, slot)
+        self.uid = sandbox_ids(slot)[0]
         self.mode = mode
         self.proc = _spawner.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
         self._buffer = b""
@@ -127,12 +131,12 @@ class Helper:
             stream.close()
 
 
-def start_helper(mode: str, allow_unsafe: bool, slot: int = 0) -> Helper:
+def start_helper(mode: str, allow_unsafe: bool) -> Helper:
     """The first helper that starts in ``mode`` (or, for ``auto``, in the strongest mode that works)."""
     failures = []
     for candidate in candidate_modes(mode, allow_unsafe):
         try:
-            return Helper(candidate, slot)
+            return Helper(candidate)
         except (HelperDied, OSError) as exc:
             failures.append(f"{candidate}: {exc}")
     raise UserError(
@@ -148,13 +152,13 @@ class SandboxPool:
     def __init__(self, workers: int = 2, isolation: str = "auto", allow_unsafe: bool = False) -> None:
         if workers < 1:
             raise UserError(f"--workers must be at least 1, got {workers}")
-        first = start_helper(isolation, allow_unsafe, slot=0)
+        first = start_helper(isolation, allow_unsafe)
         self.mode = first.mode
         self.protections = first.protections
         self.helpers: queue.Queue[Helper] = queue.Queue()
         self.helpers.put(first)
-        for slot in range(1, workers):
-            self.helpers.put(Helper(self.mode, slot))
+        for _ in range(1, workers):
+            self.helpers.put(Helper(self.mode))
         self.workers = workers
         self.replaced = 0
 
@@ -165,10 +169,9 @@ class SandboxPool:
         try:
             result = helper.run(code, tests, limits)
         except HelperDied as exc:
-            slot = self.replaced + self.workers
             helper.close()
             self.replaced += 1
-            helper = Helper(self.mode, slot)
+            helper = Helper(self.mode)
             result = ExecutionResult("crash", f"sandbox helper died: {exc}", 0, time.monotonic() - started)
         finally:
             self.helpers.put(helper)
