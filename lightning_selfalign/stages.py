@@ -352,15 +352,17 @@ def generate_command(
     tensor_parallel_size: int = 1,
     gpu_memory_utilization: float = 0.9,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+    vllm_kwargs: dict[str, Any] | None = None,
     shard: str | None = None,
     round: int = 0,
     seed: int = 0,
     keep_dropped: bool = False,
     progress: bool = True,
 ) -> None:
-    """Run one generation stage: concepts from seeds, instructions from concepts, or responses (with tests)
-    from instructions. Appends to OUTPUT and records dropped samples in OUTPUT.dropped.jsonl; rerunning the
-    same command resumes where it stopped. Counts go to OUTPUT.stats.json.
+    """Run one generation stage: concepts from seeds, instructions from concepts, responses from instructions.
+
+    Appends rows to OUTPUT and records dropped samples (cut off, unparseable) in OUTPUT.dropped.jsonl; rerunning
+    the same command resumes where it stopped. Counts and the settings go to OUTPUT.stats.json.
 
     Args:
         stage: concepts (reads id, seed), instructions (reads id, concepts; samples category and difficulty per
@@ -389,6 +391,7 @@ def generate_command(
         tensor_parallel_size: GPUs one model is split over (vllm).
         gpu_memory_utilization: fraction of GPU memory vLLM may take (vllm).
         dtype: weights dtype (hf, vllm); auto takes the checkpoint's.
+        vllm_kwargs: more keyword arguments for vllm.LLM (vllm), e.g. '{max_model_len: 8192, enforce_eager: true}'.
         shard: 'i/n' to process only shard i of n (rows split by id hash); default: the launcher's RANK/WORLD_SIZE
             (torchrun) or SLURM_PROCID/SLURM_NTASKS when set, else 0/1.
         round: self-alignment round stored in every row.
@@ -411,7 +414,7 @@ def generate_command(
     options = EngineOptions(
         base_url=base_url, api_key=api_key, concurrency=concurrency, request_timeout=request_timeout,
         max_retries=max_retries, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-        gpu_memory_utilization=gpu_memory_utilization, batch_size=batch_size,
+        gpu_memory_utilization=gpu_memory_utilization, batch_size=batch_size, extra=dict(vllm_kwargs or {}),
     )  # fmt: skip
     backend = load_engine(engine, model, options)
     try:
