@@ -205,13 +205,13 @@ def test_served_tiny_model_matches_the_hf_engine(tiny_model_dir):
         [sys.executable, "-m", "lightning_selfalign.serve", f"--model={tiny_model_dir}", "--port=0", "--batch_size=4"]
     )
     try:
-        requests = [Request(text=f"def f{i}(x):\n    ", messages=None, stop=("\n\n",), seed=i) for i in range(6)]
+        requests = [Request(text=f"def f{i}(x):\n    ", messages=None, stop=("\n\n",), seed=i) for i in range(4)]
         system = {"role": "system", "content": "You write Python."}  # the tiny template has no system role
         requests += [
             Request(text=None, messages=[system, {"role": "user", "content": f"Write f{i}."}], stop=(), seed=i)
             for i in range(2)
         ]
-        sampling = Sampling(temperature=0.7, top_p=0.95, max_new_tokens=12)
+        sampling = Sampling(temperature=0.7, top_p=0.95, max_new_tokens=8)
         local = load_engine("hf", str(tiny_model_dir)).generate(requests, sampling)
         remote = load_engine("openai", None, EngineOptions(base_url=server.url, concurrency=3))
         assert remote.model == str(tiny_model_dir), "the engine asks the server for its model when --model is absent"

@@ -187,8 +187,8 @@ def _lines(*paths: Path) -> int:
 
 @pytest.mark.timeout(400)
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
-    instructions = _instruction_rows(tmp_path / "instructions.jsonl", 24)
-    options = {"engine": "hf", "model": str(tiny_model_dir), "n": 2, "max_new_tokens": 12, "num_fewshot": 0}
+    instructions = _instruction_rows(tmp_path / "instructions.jsonl", 16)
+    options = {"engine": "hf", "model": str(tiny_model_dir), "n": 2, "max_new_tokens": 8, "num_fewshot": 0}
     killed = tmp_path / "killed.jsonl"
     args = [f"--{key}={value}" for key, value in {**options, "batch_size": 4, "progress": False}.items()]
     command = [sys.executable, "-m", "lightning_selfalign", "generate", "--stage=responses",
@@ -201,10 +201,10 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tiny_model_dir, tmp_path
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     written_before_kill = _lines(killed, dropped)
-    assert process.returncode == -signal.SIGKILL and 0 < written_before_kill < 48, process.stderr.read()
+    assert process.returncode == -signal.SIGKILL and 0 < written_before_kill < 32, process.stderr.read()
 
     stats = run("responses", instructions, killed, batch_size=4, progress=False, **options)
-    assert stats["samples"] == 48 - written_before_kill
+    assert stats["samples"] == 32 - written_before_kill
 
     reference = tmp_path / "reference.jsonl"
     run("responses", instructions, reference, batch_size=7, progress=False, **options)  # other batches, same rows
@@ -212,4 +212,4 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tiny_model_dir, tmp_path
         got, want = rows_of(mine), rows_of(theirs)
         assert len({row["id"] for row in got}) == len(got), "no row written twice"
         assert sorted(got, key=lambda row: row["id"]) == sorted(want, key=lambda row: row["id"])
-    assert _lines(killed, dropped) == 48
+    assert _lines(killed, dropped) == 32
