@@ -36,9 +36,7 @@ def expand_paths(patterns: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def read_jsonl(
-    path: str | Path, required: Sequence[str] = (), allow_empty: bool = False
-) -> Iterator[dict[str, Any]]:
+def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool = False) -> Iterator[dict[str, Any]]:
     """Yield the rows of one JSONL file, streaming.
 
     Blank lines are skipped. Raises :class:`UserError` naming ``file:line`` for invalid UTF-8, invalid

@@ -74,6 +74,4 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step LambdaLR over ``total_steps`` optimizer steps."""
     warmup = warmup_steps_for(total_steps, warmup_ratio)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: schedule_factor(step, total_steps, warmup, name)
-    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule_factor(step, total_steps, warmup, name))

@@ -6,12 +6,13 @@ beside the logs of every run. The tokenizer of the data always follows the model
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_selfalign.datamodule import InstructionDataModule
+from lightning_selfalign.errors import UserError
 from lightning_selfalign.model import SelfAlignLM
 
 
@@ -22,21 +23,21 @@ class SelfAlignCLI(LightningCLI):
         parser.link_arguments("model.model_name_or_path", "data.tokenizer")
 
 
-def trainer_defaults() -> dict:
-    """Defaults every run gets unless the config overrides them: keep the last checkpoint for resume."""
-    return {
-        "callbacks": [ModelCheckpoint(save_last=True, save_top_k=0)],
-        "use_distributed_sampler": False,
-    }
-
-
 def run_lightning_cli(args: Sequence[str]) -> SelfAlignCLI:
     """Run ``fit`` or ``validate`` with a ``selfalign``-style argument list."""
-    return SelfAlignCLI(
-        SelfAlignLM,
-        InstructionDataModule,
-        args=list(args),
-        trainer_defaults=trainer_defaults(),
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "selfalign"},
-    )
+    from jsonargparse import ArgumentError
+
+    # LightningCLI warns when args are given while sys.argv also has some; `selfalign` passes sys.argv on purpose.
+    warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+    try:
+        return SelfAlignCLI(
+            SelfAlignLM,
+            InstructionDataModule,
+            args=list(args),
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "selfalign", "exit_on_error": False},
+        )
+    except ArgumentError as exc:
+        # One line naming the bad flag or config key, not argparse's usage dump.
+        message = " ".join(str(exc).split())
+        raise UserError(f"{message} (see: selfalign {args[0] if args else 'fit'} --help)") from None

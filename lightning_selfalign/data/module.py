@@ -141,6 +141,8 @@ class InstructionDataModule(pl.LightningDataModule):
         self._train_rows: packing.Rows | None = None
         self._val_rows: packing.Rows | None = None
         self._loaded_source: str | None = None
+        self._train_loader: ResumableDataLoader | None = None
+        self._pending_loader_state: dict[str, Any] | None = None
 
     # -- public API ------------------------------------------------------------------------------------
 
@@ -162,7 +164,28 @@ class InstructionDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> ResumableDataLoader:
         self._load_if_changed()
         assert self._train_rows is not None, "setup() loads the training rows"
-        return self._loader(self._train_rows, self._train, shuffle=self.hparams.shuffle, training=True)
+        loader = self._loader(self._train_rows, self._train, shuffle=self.hparams.shuffle, training=True)
+        if self._pending_loader_state is not None:
+            loader.load_state_dict(self._pending_loader_state)
+            self._pending_loader_state = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The train loader's position, saved in every checkpoint by Lightning."""
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Lightning restores the datamodule before it builds the train loader for fitting, but a module whose
+        # configure_optimizers reads trainer.estimated_stepping_batches makes Lightning build that loader
+        # early, and the fit loop then never hands it its saved position; so the position also travels here.
+        state = state_dict.get("train_loader")
+        if state is None:
+            return
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(state)
+        else:
+            self._pending_loader_state = state
 
     def val_dataloader(self) -> ResumableDataLoader | list:
         self._load_if_changed()

@@ -1,0 +1,192 @@
+"""Hugging Face folder from a Lightning checkpoint, with a model card, and the upload to the Hub.
+
+The folder holds safetensors weights, the config (dropout 0, as trained), the tokenizer with the
+StarCoder2-Instruct chat template, a generation config that stops at EOS, and a README stating the base model,
+data, recipe and metrics. ``AutoModelForCausalLM.from_pretrained`` and vLLM load it as they load any model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightning_selfalign.chat_template import install_chat_template
+from lightning_selfalign.errors import UserError
+from lightning_selfalign.model import zero_dropout_config
+
+RECIPE_KEYS = (
+    "optimizer",
+    "learning_rate",
+    "weight_decay",
+    "warmup_ratio",
+    "lr_schedule",
+    "loss_normalization",
+    "attn_implementation",
+    "gradient_checkpointing",
+)
+
+
+def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
+    """Load a single-file Lightning checkpoint (our own file: full unpickling is intended)."""
+    path = Path(ckpt_path)
+    if path.is_dir():
+        raise UserError(
+            f"--ckpt_path {path} is a sharded checkpoint folder: consolidate it first "
+            "(FSDP: python -m lightning.fabric.utilities.consolidate_checkpoint PATH; DeepSpeed: "
+            "lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict)"
+        )
+    if not path.is_file():
+        raise UserError(f"--ckpt_path {path}: no such file")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise UserError(f"--ckpt_path {path}: not a selfalign Lightning checkpoint (no state_dict/hyper_parameters)")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> torch.nn.Module:
+    """The trained transformers model, built on the meta device and filled with the checkpoint's tensors."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    hparams = checkpoint["hyper_parameters"]
+    config = AutoConfig.from_pretrained(
+        hparams["model_name_or_path"], trust_remote_code=hparams.get("trust_remote_code", False)
+    )
+    zero_dropout_config(config)
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    dtype = next(iter(state.values())).dtype
+    config.dtype = dtype
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(
+            config, dtype=dtype, trust_remote_code=hparams.get("trust_remote_code", False)
+        )
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    missing = [k for k in missing if any(p.is_meta for n, p in model.named_parameters() if n == k)]
+    if missing or unexpected:
+        raise UserError(
+            f"checkpoint does not match {hparams['model_name_or_path']}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    return model.eval()
+
+
+def model_card(checkpoint: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """README.md for the exported folder: base model, data, recipe, metrics."""
+    hparams = checkpoint["hyper_parameters"]
+    data = checkpoint.get("datamodule_hyper_parameters", {})
+    recipe = {k: hparams[k] for k in RECIPE_KEYS if k in hparams}
+    recipe.update({k: data[k] for k in ("max_length", "packing", "batch_size", "overflow") if k in data})
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [code, lightning-selfalign, self-alignment]",
+        f"base_model: {hparams['model_name_or_path']}",
+        "---",
+        "",
+        f"# Self-aligned {Path(str(hparams['model_name_or_path'])).name}",
+        "",
+        "Fine-tuned with [lightning-selfalign](https://github.com/) on instruction/response pairs the base model",
+        "generated itself and that passed their own tests in a sandbox (no human labels, no bigger teacher).",
+        "",
+        f"- **Base model:** `{hparams['model_name_or_path']}`",
+        f"- **Training data:** {data.get('train_files', 'unknown')}",
+        f"- **Epochs / steps:** {checkpoint.get('epoch', '?')} / {checkpoint.get('global_step', '?')}",
+        "- **Prompt format:** StarCoder2-Instruct (`### Instruction` / `### Response`), saved as the chat template.",
+        "",
+        "## Recipe",
+        "",
+        "```json",
+        json.dumps(recipe, indent=2, sort_keys=True, default=str),
+        "```",
+        "",
+        "## Metrics",
+        "",
+    ]
+    if metrics:
+        lines += [f"| {k} | {v} |" for k, v in [("metric", "value"), ("---", "---"), *sorted(metrics.items())]]
+    else:
+        lines.append("No evaluation recorded with this export (run `selfalign evaluate`).")
+    return "\n".join(lines) + "\n"
+
+
+def checkpoint_metrics(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Best monitored scores recorded by ModelCheckpoint callbacks in the checkpoint."""
+    metrics = {}
+    for name, state in checkpoint.get("callbacks", {}).items():
+        if isinstance(state, dict) and state.get("monitor") and state.get("best_model_score") is not None:
+            metrics[state["monitor"]] = float(state["best_model_score"])
+    return metrics
+
+
+def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+    """Write the Hugging Face folder for ``ckpt_path`` into ``output_dir``; returns the folder."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    checkpoint = read_checkpoint(ckpt_path)
+    hparams = checkpoint["hyper_parameters"]
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    model = model_from_checkpoint(checkpoint)
+    model.save_pretrained(output, safe_serialization=True)
+    tokenizer = AutoTokenizer.from_pretrained(
+        hparams["model_name_or_path"], trust_remote_code=hparams.get("trust_remote_code", False)
+    )
+    install_chat_template(tokenizer, overwrite=True)
+    tokenizer.save_pretrained(output)
+    GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        max_new_tokens=1024,
+        do_sample=False,
+    ).save_pretrained(output)
+    all_metrics = checkpoint_metrics(checkpoint) | (metrics or {})
+    (output / "README.md").write_text(model_card(checkpoint, all_metrics), encoding="utf-8")
+    return output
+
+
+def upload_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
+    """Upload an exported folder to the Hugging Face Hub; needs a token (``hf auth login`` or ``HF_TOKEN``)."""
+    from huggingface_hub import HfApi, get_token
+
+    if not get_token():
+        raise UserError(
+            f"--push_to_hub {repo_id}: no Hugging Face token found; run `hf auth login` or set HF_TOKEN "
+            "(the folder was still written)"
+        )
+    api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload from lightning-selfalign")
+    return str(info)
+
+
+def export_command(
+    ckpt_path: str,
+    output_dir: str,
+    push_to_hub: str | None = None,
+    private: bool = False,
+    metrics_file: str | None = None,
+) -> None:
+    """Export a ``selfalign fit`` checkpoint as a Hugging Face model folder, optionally pushing it to the Hub.
+
+    Args:
+        ckpt_path: Lightning checkpoint (``.ckpt`` file, e.g. ``.../checkpoints/last.ckpt``).
+        output_dir: Folder to write (safetensors, config, tokenizer + chat template, generation config, README).
+        push_to_hub: Hub repository id (``user/name``) to upload the folder to.
+        private: Create the Hub repository as private.
+        metrics_file: JSON of evaluation results (e.g. from ``selfalign evaluate``) to put in the model card.
+    """
+    metrics = {}
+    if metrics_file:
+        try:
+            metrics = json.loads(Path(metrics_file).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"--metrics_file {metrics_file}: {exc}") from None
+        metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+    folder = export_checkpoint(ckpt_path, output_dir, metrics)
+    print(f"exported {ckpt_path} -> {folder}")
+    if push_to_hub:
+        print(f"pushed: {upload_to_hub(folder, push_to_hub, private=private)}")

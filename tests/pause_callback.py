@@ -1,0 +1,21 @@
+"""A callback for the kill-and-resume test: at a given step it writes a marker file and waits to be killed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+
+class PauseAt(pl.Callback):
+    """After optimizer step ``step`` completes, touch ``marker`` and sleep (the test sends SIGKILL)."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        self.step = step
+        self.marker = marker
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            Path(self.marker).write_text("paused", encoding="utf-8")
+            time.sleep(600)
