@@ -46,10 +46,18 @@ def _load(target: str) -> Callable:
 
 def run_command(command: str, args: Sequence[str]) -> object:
     """Run one non-Lightning command with its argument list (as after ``selfalign COMMAND``)."""
-    from jsonargparse import CLI
+    from jsonargparse import CLI, ArgumentError
 
     function = _load(COMMANDS[command][0])
-    return CLI(function, args=list(args), prog=f"selfalign {command}", as_positional=False)
+    try:
+        return CLI(function, args=list(args), prog=f"selfalign {command}", as_positional=False, exit_on_error=False)
+    except ArgumentError as exc:
+        raise UserError(argument_error_line(exc, command)) from None
+
+
+def argument_error_line(exc: Exception, command: str) -> str:
+    """argparse's complaint on one line, pointing at ``--help`` instead of dumping the usage."""
+    return f"{' '.join(str(exc).split())} (see: selfalign {command} --help)"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightning_selfalign.cli import argument_error_line
 from lightning_selfalign.datamodule import InstructionDataModule
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.model import SelfAlignLM
@@ -38,6 +39,4 @@ def run_lightning_cli(args: Sequence[str]) -> SelfAlignCLI:
             parser_kwargs={"prog": "selfalign", "exit_on_error": False},
         )
     except ArgumentError as exc:
-        # One line naming the bad flag or config key, not argparse's usage dump.
-        message = " ".join(str(exc).split())
-        raise UserError(f"{message} (see: selfalign {args[0] if args else 'fit'} --help)") from None
+        raise UserError(argument_error_line(exc, args[0] if args else "fit")) from None
