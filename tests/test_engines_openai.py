@@ -106,6 +106,13 @@ class ScriptedHandler(BaseHTTPRequestHandler):
             if body.get("model") == "no-such-model":
                 self._send(404, {"error": {"message": "model 'no-such-model' does not exist"}})
                 return
+            if ARGS.reject_system and any(m.get("role") == "system" for m in body.get("messages", [])):
+                State.counts["system_refused"] += 1
+                self._send(400, {"error": {"message": "Conversation roles must alternate user/assistant"}})
+                return
+            if body.get("max_tokens", 1) > 100_000:
+                self._send(400, {"error": {"message": "max_tokens is too large"}})
+                return
             if attempt < ARGS.hang_first:
                 State.counts["hung"] += 1
                 time.sleep(ARGS.hang_s)
@@ -140,6 +147,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
         ("fail_status", 500),
         ("junk_every", 0),
         ("length_every", 0),
+        ("reject_system", 0),
     ):
         parser.add_argument(f"--{name}", type=int, default=default)
     return parser.parse_args(argv)
@@ -283,6 +291,24 @@ def test_client_errors_are_not_retried():
         with pytest.raises(UserError, match="refused the request .HTTP 404.*check --model"):
             engine.generate(requests_for(1), Sampling())
         assert server.stats()["requests"] == 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_system_turn_is_folded_when_the_server_refuses_it():
+    from lightning_selfalign.engines import EngineOptions, Request, Sampling, load_engine
+    from lightning_selfalign.errors import UserError
+
+    server = scripted(reject_system=1)
+    try:
+        engine = load_engine("openai", "scripted", EngineOptions(base_url=server.url, concurrency=4))
+        messages = [{"role": "system", "content": "Solve it."}, {"role": "user", "content": "[task]\nWrite f."}]
+        chats = [Request(text=None, messages=messages, seed=k) for k in range(6)]
+        assert all(c.text for c in engine.generate(chats, Sampling()))
+        assert engine.fold_system_turn and 1 <= server.stats()["system_refused"] <= 4
+        with pytest.raises(UserError, match="refused the request .HTTP 400: max_tokens is too large"):
+            engine.generate(chats[:1], Sampling(max_new_tokens=200_000))
     finally:
         server.stop()
 

@@ -131,12 +131,12 @@ class HFEngine:
 
     def _completion(self, generated: list[int], stop: Sequence[str], sampling: Sampling) -> Completion:
         ends = [i for i, token in enumerate(generated) if token in (self.eos_id, self.pad_id)]
-        num_tokens = ends[0] + 1 if ends else len(generated)
-        text = self.tokenizer.decode(generated[:num_tokens], skip_special_tokens=True)
-        text, stopped = cut_at_stop(text, stop)
-        if ends or stopped or num_tokens < sampling.max_new_tokens:
-            return Completion(text=text, finish_reason="stop", num_tokens=num_tokens)
-        return Completion(text=text, finish_reason="length", num_tokens=num_tokens)
+        end = ends[0] if ends else len(generated)
+        text, stopped = cut_at_stop(self.tokenizer.decode(generated[:end], skip_special_tokens=True), stop)
+        # Padding after a stop string looks like EOS when pad == eos; only a real EOS counts as a token.
+        num_tokens = end + 1 if ends and not stopped else end
+        finished = bool(ends) or stopped or num_tokens < sampling.max_new_tokens
+        return Completion(text=text, finish_reason="stop" if finished else "length", num_tokens=num_tokens)
 
     def close(self) -> None:
         del self.lm

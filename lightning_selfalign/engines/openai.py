@@ -17,7 +17,7 @@ from typing import Any
 
 import openai
 
-from lightning_selfalign.engines import Completion, Request, Sampling, cut_at_stop
+from lightning_selfalign.engines import Completion, Request, Sampling, cut_at_stop, merge_system_turn
 from lightning_selfalign.errors import UserError
 
 RETRYABLE = (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError)
@@ -51,6 +51,8 @@ class OpenAIEngine:
         self.max_backoff_s = max_backoff_s
         self.default_batch_size = 4 * concurrency
         self.counters = {"requests": 0, "retries": 0}
+        # Set once the server refuses a system turn (chat templates without one, e.g. StarCoder2-Instruct's).
+        self.fold_system_turn = False
         # Asking for the model list first makes a down server or a wrong URL fail before any work starts.
         served = asyncio.run(self._served_model())
         self.model = model or served
@@ -63,7 +65,10 @@ class OpenAIEngine:
     async def _served_model(self) -> str:
         """The server's first model, when --model is not given."""
         async with self._client() as client:
-            page = await self._with_retries(client.models.list)
+            try:
+                page = await self._with_retries(client.models.list)
+            except openai.BadRequestError as exc:
+                raise self._refused(exc) from None
         if not page.data:
             raise UserError(f"{self.base_url} serves no model; pass --model")
         return page.data[0].id
@@ -94,11 +99,21 @@ class OpenAIEngine:
         async def call() -> Any:
             async with slots:
                 self.counters["requests"] += 1
-                if request.messages is not None:
-                    return await client.chat.completions.create(messages=request.messages, **common)
-                return await client.completions.create(prompt=request.text, **common)
+                if request.messages is None:
+                    return await client.completions.create(prompt=request.text, **common)
+                messages = merge_system_turn(request.messages) if self.fold_system_turn else request.messages
+                return await client.chat.completions.create(messages=messages, **common)
 
-        response = await self._with_retries(call)
+        try:
+            response = await self._with_retries(call)
+        except openai.BadRequestError as exc:
+            if not _has_system_turn(request):
+                raise self._refused(exc) from None
+            self.fold_system_turn = True
+            try:
+                response = await self._with_retries(call)
+            except openai.BadRequestError as again:
+                raise self._refused(again) from None
         choice = response.choices[0]
         text = (choice.message.content if request.messages is not None else choice.text) or ""
         text, _ = cut_at_stop(text, request.stop)
@@ -108,6 +123,7 @@ class OpenAIEngine:
         )
 
     async def _with_retries(self, call: Any) -> Any:
+        """``call()``, retried on transient failures; 400 propagates as is, other refusals become UserError."""
         for attempt in range(self.max_retries + 1):
             try:
                 return await call()
@@ -120,20 +136,30 @@ class OpenAIEngine:
                 self.counters["retries"] += 1
                 delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            except openai.BadRequestError:
+                raise  # the caller may retry it once without a system turn
             except openai.APIStatusError as exc:
-                raise UserError(
-                    f"the server at {self.base_url} refused the request ({_describe(exc)}); "
-                    "check --model, --chat and the sampling flags"
-                ) from None
+                raise self._refused(exc) from None
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def _refused(self, exc: openai.APIStatusError) -> UserError:
+        return UserError(
+            f"the server at {self.base_url} refused the request ({_describe(exc)}); "
+            "check --model, --chat and the sampling flags"
+        )
 
     def close(self) -> None:
         """Nothing to free: each call opens and closes its own connection pool."""
+
+
+def _has_system_turn(request: Request) -> bool:
+    return bool(request.messages) and request.messages[0].get("role") == "system"
 
 
 def _describe(exc: Exception) -> str:
     if isinstance(exc, openai.APITimeoutError):
         return "request timed out; raise --request_timeout if generations are long"
     if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}: {' '.join(str(exc.message).split())[:200]}"
+        message = str(exc.message).removeprefix(f"Error code: {exc.status_code} - ")
+        return f"HTTP {exc.status_code}: {' '.join(message.split())[:200]}"
     return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
