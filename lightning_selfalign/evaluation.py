@@ -32,7 +32,15 @@ from typing import Any, Literal
 from tqdm import tqdm
 
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.jsonl import JsonlAppender, fingerprint, read_jsonl, stable_id, write_jsonl, write_stats
+from lightning_selfalign.jsonl import (
+    JsonlAppender,
+    fingerprint,
+    finished_ids,
+    read_jsonl,
+    stable_id,
+    write_jsonl,
+    write_stats,
+)
 
 BUILTIN_BENCHMARKS = ("humaneval",)
 TASK_FIELDS = ("task_id", "prompt", "entry_point", "test")
@@ -295,7 +303,7 @@ def execute_samples(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run every sample against its task's tests; returns one executed row per sample, in sample order, and the
     execution stats. Rows are keyed by sample id *and* a digest of program, tests and limits, so an edited
-    sample is run again on resume while an unchanged one is not."""
+    sample is run again on resume while an unchanged one is not; ``crash`` verdicts are always run again."""
     from lightning_selfalign.sandbox.batch import execute_rows
     from lightning_selfalign.sandbox.types import Limits
 
@@ -309,10 +317,23 @@ def execute_samples(
             "id": f"{sample['id']}@{fingerprint([code, tests, asdict(limits)])[:10]}", "task_id": task.task_id,
             "sample_id": sample["id"], "code": code, "tests": tests,
         })  # fmt: skip
+    _forget_crashes(Path(executions_path))
     stats = execute_rows(rows, executions_path, limits, workers, isolation, allow_unsafe, progress=progress)
     wanted = {row["id"] for row in rows}
     verdicts = {row["id"]: row for row in read_jsonl(executions_path, allow_empty=True) if row["id"] in wanted}
     return [verdicts[row["id"]] for row in rows], stats
+
+
+def _forget_crashes(executions_path: Path) -> None:
+    """Drop ``crash`` rows so a rerun executes them again: a crash may be the sandbox's failure, not the sample's,
+    and a cached one would stay in every later score."""
+    if not executions_path.exists():
+        return
+    finished_ids(executions_path)  # cuts a torn last line (a killed run) so the file reads cleanly
+    rows = list(read_jsonl(executions_path, allow_empty=True))
+    kept = [row for row in rows if row.get("verdict") != "crash"]
+    if len(kept) < len(rows):
+        write_jsonl(executions_path, kept)
 
 
 def score(tasks: Sequence[Task], executed: Iterable[dict[str, Any]], ks: Sequence[int] = DEFAULT_KS):

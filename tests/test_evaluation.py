@@ -128,6 +128,20 @@ def test_rerun_reuses_executions_and_reruns_edited_samples(tmp_path):
     assert stats["rows_executed"] == 1 and stats["skipped"] == {"already_done": 4}
 
 
+@pytest.mark.timeout(120)
+def test_crashes_and_a_torn_line_run_again(tmp_path):
+    rows = [canonical(p) for p in PROBLEMS[:3]]
+    evaluate(tmp_path, rows, limit=3)
+    executions = tmp_path / "report.executions.jsonl"
+    written = read_rows(executions)
+    written[0] = {**written[0], "verdict": "crash", "reason": "sandbox helper died: test"}
+    executions.write_text("".join(json.dumps(row) + "\n" for row in written[:2]) + json.dumps(written[2])[:40])
+    report = evaluate(tmp_path, rows, limit=3)
+    assert report["pass@1"] == 1.0 and report["verdicts"] == {"pass": 3}
+    stats = json.loads((tmp_path / "report.executions.stats.json").read_text())
+    assert stats["rows_executed"] == 2 and len(read_rows(executions)) == 3
+
+
 def test_limit_ignores_samples_of_other_tasks_and_missing_tasks_need_a_flag(tmp_path):
     tasks = load_tasks()
     samples = write_rows(tmp_path / "s.jsonl", [canonical(p) for p in PROBLEMS[:3]])
