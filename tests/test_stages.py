@@ -213,3 +213,30 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tiny_model_dir, tmp_path
         assert len({row["id"] for row in got}) == len(got), "no row written twice"
         assert sorted(got, key=lambda row: row["id"]) == sorted(want, key=lambda row: row["id"])
     assert _lines(killed, dropped) == 32
+
+
+@pytest.mark.timeout(300)
+def test_chat_mode_through_both_engines(seeds, canned_chain, canned_server, tiny_model_dir, tmp_path):
+    """--chat: messages go to /v1/chat/completions (openai) or through the tokenizer's chat template (hf)."""
+    stats = run("concepts", seeds, tmp_path / "concepts.jsonl", engine="openai", model="scripted",
+                base_url=canned_server, chat=True, progress=False)  # fmt: skip
+    assert stats["kept"] >= 20 and stats["settings"]["chat"] is True
+    first = tmp_path / "five.jsonl"
+    first.write_text("".join(json.dumps(row) + "\n" for row in rows_of(canned_chain["concepts"])[:5]))
+    stats = run("instructions", first, tmp_path / "instructions.jsonl", engine="hf", model=str(tiny_model_dir),
+                chat=True, **{**FAST, "num_fewshot": 1, "max_new_tokens": 4})  # fmt: skip
+    assert stats["samples"] == 5 and stats["tokens"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_shards_together_equal_one_unsharded_run(seeds, canned_chain, canned_server, tmp_path):
+    options = {"engine": "openai", "model": "scripted", "base_url": canned_server, "progress": False}
+    from lightning_selfalign.stages import generate_command
+
+    for index in range(3):
+        generate_command(stage="concepts", input=str(seeds), output=str(tmp_path / "c.jsonl"), shard=f"{index}/3",
+                         **options)  # fmt: skip
+    parts = [rows_of(tmp_path / f"c.shard-{i:05d}-of-00003.jsonl") for i in range(3)]
+    assert all(parts) and not (tmp_path / "c.jsonl").exists()
+    merged = sorted((row for part in parts for row in part), key=lambda row: row["id"])
+    assert merged == sorted(rows_of(canned_chain["concepts"]), key=lambda row: row["id"])
