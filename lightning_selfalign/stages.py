@@ -320,12 +320,14 @@ def summary_lines(stats: dict[str, Any]) -> list[str]:
     dropped = ", ".join(f"{reason} {count}" for reason, count in stats["dropped"].items()) or "none"
     totals = stats["totals"]
     total_dropped = sum(totals["dropped"].values())
+    engine = stats["engine"]
+    counters = "".join(f", {value} {key}" for key, value in engine.items() if key not in ("name", "model"))
     return [
         f"{stats['stage']}: {stats['rows_in']} input rows ({stats['rows_already_done']} already done), "
         f"{stats['samples']} samples generated: {stats['kept']} kept, {stats['samples'] - stats['kept']} dropped "
         f"({dropped})",
         f"{stats['tokens']} tokens in {stats['elapsed_s']:.1f}s ({stats['tokens_per_s'] or 0:.0f} tok/s, "
-        f"{stats['rows_per_s'] or 0:.2f} rows/s); engine {stats['engine']}",
+        f"{stats['rows_per_s'] or 0:.2f} rows/s); engine {engine['name']} ({engine['model']}){counters}",
         f"{stats['output']}: {totals['kept']} rows in total; {stats['dropped_file']}: {total_dropped} dropped in total",
     ]
 
