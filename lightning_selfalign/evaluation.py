@@ -368,12 +368,18 @@ def output_paths(output: str | Path) -> dict[str, Path]:
     return {part: output.with_name(f"{stem}.{part}.jsonl") for part in ("samples", "executions", "results")}
 
 
-def _engine_samples(tasks, model, engine, engine_options, settings, samples_path, batch_size, progress):
+def _engine_samples(tasks, model, tokenizer_path, engine, engine_options, settings, samples_path, batch_size, progress):
     from lightning_selfalign.engines import load_engine
 
     tokenizer = None
     if settings.chat and settings.response_prefix:
-        tokenizer = _load_tokenizer(model)
+        if tokenizer_path is None and engine == "openai" and not Path(model).is_dir():
+            raise UserError(
+                f"--chat with a --response_prefix renders the chat template here: with --engine openai and the "
+                f"served name {model!r}, pass the model's folder as --tokenizer DIR, or --response_prefix '' to "
+                "send chat messages instead"
+            )
+        tokenizer = _load_tokenizer(tokenizer_path or model)
     backend = load_engine(engine, model, engine_options)
     try:
         stats = generate_samples(tasks, backend, samples_path, settings, tokenizer, batch_size, progress)
@@ -392,7 +398,7 @@ def _load_tokenizer(model: str) -> Any:
         return AutoTokenizer.from_pretrained(model)
     except (OSError, ValueError) as exc:
         raise UserError(
-            f"--model {model}: --chat with a --response_prefix renders the chat template here and needs the "
+            f"{model}: --chat with a --response_prefix renders the chat template here and needs the "
             f"model's tokenizer locally ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}); "
             "pass a local model folder, or --response_prefix '' to send chat messages instead"
         ) from None
@@ -410,6 +416,7 @@ def evaluate_command(
     api_key: str | None = None,
     chat: bool = False,
     response_prefix: str = CHAT_RESPONSE_PREFIX,
+    tokenizer: str | None = None,
     n: int = 1,
     temperature: float = 0.0,
     top_p: float = 0.95,
@@ -431,7 +438,7 @@ def evaluate_command(
     allow_unsafe: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """pass@k of a model (or of existing samples) on HumanEval, executed in the project's sandbox.
+    """HumanEval pass@k of a model or of samples, run in our sandbox; HumanEval+/MBPP(+) via --benchmark_file.
 
     Writes the report to OUTPUT (benchmark, pass@k, n, num_tasks, verdict counts, settings) and beside it
     OUTPUT.samples.jsonl (generated samples; rerunning resumes), OUTPUT.executions.jsonl (one executed row per
@@ -458,6 +465,8 @@ def evaluate_command(
         response_prefix: with --chat, text the answer starts with (the StarCoder2-Instruct evaluation's
             '```python'); needs the tokenizer locally. '' sends plain chat messages and takes the first
             ```python block of the answer.
+        tokenizer: folder of the tokenizer whose chat template renders --chat prompts with a --response_prefix
+            (default: --model; needed with --engine openai when --model is a served name).
         n: samples per task (1 with greedy decoding for pass@1; e.g. 20 with --temperature 0.2 for pass@10).
         temperature: sampling temperature; 0 is greedy.
         top_p: nucleus sampling mass.
@@ -499,7 +508,7 @@ def evaluate_command(
             extra=dict(vllm_kwargs or {}),
         )  # fmt: skip
         rows, generation = _engine_samples(
-            tasks, model, engine, options, settings, paths["samples"], batch_size, progress
+            tasks, model, tokenizer, engine, options, settings, paths["samples"], batch_size, progress
         )
     executed, execution = execute_samples(
         tasks, rows, paths["executions"], Limits(timeout_s=timeout, memory_mb=memory), workers, isolation,
