@@ -23,25 +23,39 @@ _ASSERTION_ERROR, _MEMORY_ERROR, _SYSTEM_EXIT, _BASE_EXCEPTION = AssertionError,
 FILENAME = "main.py"
 
 
-class _CountAsserts(ast.NodeTransformer):
-    """After each assert at or below ``first_line`` (the tests part), call the check counter."""
+def _counted(statements: list[ast.stmt], first_line: int) -> list[ast.stmt]:
+    """``statements`` with a call of the check counter after each assert at or below ``first_line`` (the tests part).
 
-    def __init__(self, first_line: int) -> None:
-        self.first_line = first_line
-
-    def visit_Assert(self, node: ast.Assert):
-        if node.lineno < self.first_line:
-            return node
-        call = ast.Expr(ast.Call(ast.Name(CHECK_NAME, ast.Load()), [], []))
-        return [node, ast.copy_location(call, node)]
+    Walks statement lists only (asserts are statements; no expression can hold one), and skips statements that end
+    before the tests part: a generic ``NodeTransformer`` visiting every expression node cost twice as much."""
+    out: list[ast.stmt] = []
+    for node in statements:
+        out.append(node)
+        if node.end_lineno < first_line:
+            continue
+        if isinstance(node, ast.Assert):
+            if node.lineno >= first_line:
+                at = {"lineno": node.lineno, "col_offset": node.col_offset}
+                at.update(end_lineno=node.end_lineno, end_col_offset=node.end_col_offset)
+                out.append(ast.Expr(ast.Call(ast.Name(CHECK_NAME, ast.Load(), **at), [], [], **at), **at))
+            continue
+        for field in node._fields:
+            value = getattr(node, field)
+            if type(value) is not list or not value:
+                continue
+            if isinstance(value[0], ast.stmt):  # body, orelse, finalbody
+                setattr(node, field, _counted(value, first_line))
+            elif isinstance(value[0], (ast.excepthandler, ast.match_case)):  # their bodies hold statements
+                for part in value:
+                    part.body = _counted(part.body, first_line)
+    return out
 
 
 def instrument(code: str, tests: str) -> types.CodeType:
     """Compile code + tests as one module with counted asserts; raises SyntaxError as compile does."""
     source = code + "\n" + tests
-    first_test_line = code.count("\n") + 2
-    tree = _CountAsserts(first_test_line).visit(ast.parse(source, FILENAME))
-    ast.fix_missing_locations(tree)
+    tree = ast.parse(source, FILENAME)
+    tree.body = _counted(tree.body, first_line=code.count("\n") + 2)
     return compile(tree, FILENAME, "exec", dont_inherit=True)
 
 
