@@ -20,6 +20,7 @@ run time, so it cannot be used here.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import time
@@ -354,7 +355,7 @@ def score(tasks: Sequence[Task], executed: Iterable[dict[str, Any]], ks: Sequenc
         result.update({f"pass@{k}": pass_at_k(len(rows), correct, k) for k in ks if k <= len(rows)})
         results.append(result)
     min_n = min((result["n"] for result in results), default=0)
-    totals = {f"pass@{k}": sum(r[f"pass@{k}"] for r in results) / len(results) for k in ks if 1 <= k <= min_n}
+    totals = {f"pass@{k}": math.fsum(r[f"pass@{k}"] for r in results) / len(results) for k in ks if 1 <= k <= min_n}
     return results, totals
 
 
