@@ -566,12 +566,16 @@ def summary_line(report: dict[str, Any], output: str | Path) -> str:
 __all__ = [
     "GenerationSettings",
     "Task",
+    "chat_prompt_text",
+    "completion_of",
     "evaluate_command",
     "execute_samples",
     "extract_code",
     "generate_samples",
     "load_tasks",
+    "output_paths",
     "pass_at_k",
+    "program_of",
     "read_samples",
     "score",
 ]
