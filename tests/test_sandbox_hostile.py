@@ -84,6 +84,12 @@ CASES: dict[str, tuple[str, str, set[str]]] = {
         {"pass"},
     ),
     "cannot_see_parent": ("import os", "assert os.getpid() == 1 and os.getppid() == 0", {"pass"}),
+    # no fd of the helper or its forker is inherited: stdio, the listing's own fd and the report pipe (1023) only
+    "only_own_fds": (
+        "import os\nfds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))",
+        "assert fds == [0, 1, 2, 3, 1023], fds",
+        {"pass"},
+    ),
     # memory
     "memory_bomb": ("x = bytearray(8 * 1024**3)", "assert x", {"memory"}),
     "memory_bomb_gradual": ("chunks = []\nwhile True:\n    chunks.append(' ' * 10**7)", "assert True", {"memory"}),
@@ -289,6 +295,6 @@ def test_hostile_case(hostile_batch, name):
 def test_batch_completed_and_nothing_survives(hostile_batch):
     assert set(hostile_batch["results"]) == set(CASES)
     assert hostile_batch["stats"]["helpers_replaced"] == 0
-    # each helper is two processes (a waiting parent and the helper); no sample process may remain
-    assert len(hostile_batch["leftover"]) == 4, "\n".join(hostile_batch["leftover"])
+    # each helper is three processes (a waiting parent, the helper, its forker); no sample process may remain
+    assert len(hostile_batch["leftover"]) == 6, "\n".join(hostile_batch["leftover"])
     assert hostile_batch["after_close"] == []
