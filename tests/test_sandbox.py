@@ -147,6 +147,16 @@ def test_scratch_is_fresh_for_each_sample():
         assert (write.verdict, look.verdict) == ("pass", "pass")
 
 
+def test_modules_loaded_on_demand_stay_per_sample():
+    """The forker imports a standard module the first time a sample names it; samples still cannot share its state."""
+    with SandboxPool(workers=1) as single:
+        limits = Limits()
+        first = single.run("import fractions\nfractions.Fraction.leak = 1", "assert fractions.Fraction(1, 2)", limits)
+        second = single.run("from fractions import Fraction", "assert not hasattr(Fraction, 'leak')", limits)
+        several = single.run("import statistics, unittest as ut\nfrom datetime import date", "assert ut.main", limits)
+        assert (first.verdict, second.verdict, several.verdict) == ("pass", "pass", "pass")
+
+
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     command = [sys.executable, "-m", "lightning_selfalign", "execute", *args]
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
