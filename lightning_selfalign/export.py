@@ -123,13 +123,36 @@ def checkpoint_metrics(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, metrics: dict[str, Any] | None = None) -> Path:
     """Write the Hugging Face folder for ``ckpt_path`` into ``output_dir``; returns the folder."""
+    checkpoint = read_checkpoint(ckpt_path)
+    return write_model_folder(model_from_checkpoint(checkpoint), checkpoint, output_dir, metrics)
+
+
+def export_module(module: Any, output_dir: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+    """Write the Hugging Face folder for a live ``SelfAlignLM`` (full weights on this process: one device or DDP,
+    not FSDP/DeepSpeed shards) into ``output_dir``; returns the folder. The rounds callback calls this between
+    rounds, so no checkpoint has to be written and read back first."""
+    assert module.model is not None, "configure_model() builds the network before it can be exported"
+    trainer = getattr(module, "_trainer", None)
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    summary = {
+        "hyper_parameters": dict(module.hparams),
+        "datamodule_hyper_parameters": dict(datamodule.hparams) if datamodule is not None else {},
+        "epoch": trainer.current_epoch if trainer is not None else "?",
+        "global_step": trainer.global_step if trainer is not None else "?",
+    }
+    return write_model_folder(module.model, summary, output_dir, metrics)
+
+
+def write_model_folder(
+    model: torch.nn.Module, checkpoint: dict[str, Any], output_dir: str | Path, metrics: dict[str, Any] | None = None
+) -> Path:
+    """Weights, tokenizer with the chat template, generation config and model card; ``checkpoint`` needs
+    ``hyper_parameters`` (and may carry the datamodule's, epoch, global step and callback scores for the card)."""
     from transformers import AutoTokenizer, GenerationConfig
 
-    checkpoint = read_checkpoint(ckpt_path)
     hparams = checkpoint["hyper_parameters"]
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    model = model_from_checkpoint(checkpoint)
     model.save_pretrained(output, safe_serialization=True)
     tokenizer = AutoTokenizer.from_pretrained(
         hparams["model_name_or_path"], trust_remote_code=hparams.get("trust_remote_code", False)

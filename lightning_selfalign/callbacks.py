@@ -1,0 +1,173 @@
+"""``SelfAlignRounds``: the Lightning callback that closes a round of self-alignment every ``epochs_per_round``.
+
+At the end of a round's last epoch, on every rank: a round checkpoint (``round-<r>/trained.ckpt``, the point a
+killed run resumes from); then rank 0 exports the weights (:func:`~lightning_selfalign.export.export_module`) and
+runs :func:`~lightning_selfalign.rounds.round_worker` in a separate process (evaluation, rollback decision, the
+next round's data: generation there may take the GPU memory training does not need while it waits); all ranks
+meet at a barrier, restore the best weights if the round was rolled back, and switch the DataModule to the next
+round's data, which the Trainer loads at the next epoch (``reload_dataloaders_every_n_epochs``).
+
+The logic is in plain functions so rounds can be driven without the callback too. Limits: the export needs the
+full weights on rank 0 (one device or DDP; FSDP/DeepSpeed shards are refused at setup), and under DDP the
+process-group timeout must outlast a data round (``DDPStrategy(timeout=timedelta(hours=...))``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lightning_selfalign.errors import UserError
+from lightning_selfalign.rounds import RoundPaths, RoundState
+
+
+class SelfAlignRounds(pl.Callback):
+    """Close a round (checkpoint, export, evaluate, next round's data) every ``epochs_per_round`` epochs.
+
+    Args:
+        workdir: the self-align run's folder (``settings.json``, ``state.json``, ``round-<r>/``).
+        epochs_per_round: training epochs per round; the Trainer's ``reload_dataloaders_every_n_epochs`` must match.
+        python: interpreter for the between-rounds worker process.
+    """
+
+    def __init__(self, workdir: str, epochs_per_round: int = 1, python: str = sys.executable) -> None:
+        super().__init__()
+        if epochs_per_round < 1:
+            raise UserError(f"epochs_per_round must be >= 1, got {epochs_per_round}")
+        self.workdir = Path(workdir)
+        self.epochs_per_round = epochs_per_round
+        self.python = python
+        self._round_checkpoint = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_trainer(trainer, self.epochs_per_round)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Resumed from a round checkpoint: the checkpoint holds the round's own weights, not a rollback's.
+        if trainer.current_epoch > 0:
+            apply_rollback(pl_module, RoundState(self.workdir), trainer.current_epoch // self.epochs_per_round - 1)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        round = round_ending(trainer.current_epoch, self.epochs_per_round)
+        if round is None:
+            return
+        paths = RoundPaths(self.workdir, round)
+        self._round_checkpoint = True
+        try:
+            trainer.save_checkpoint(paths.checkpoint)
+        finally:
+            self._round_checkpoint = False
+        close_round(trainer, pl_module, self.workdir, round, self.python)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        # A round checkpoint resumes on the *next* round's data: the loader position saved for this round's data
+        # does not apply there (and the DataModule rightly refuses a position for other data).
+        if self._round_checkpoint and trainer.datamodule is not None:
+            checkpoint.pop(type(trainer.datamodule).__qualname__, None)
+
+
+def check_trainer(trainer: pl.Trainer, epochs_per_round: int) -> None:
+    """Refuse Trainer settings under which rounds cannot work, naming the flag to change."""
+    problems = []
+    if trainer.reload_dataloaders_every_n_epochs != epochs_per_round:
+        problems.append(
+            f"--trainer.reload_dataloaders_every_n_epochs is {trainer.reload_dataloaders_every_n_epochs}; it must "
+            f"equal epochs_per_round ({epochs_per_round}) so each round's data is loaded"
+        )
+    strategy = type(trainer.strategy).__name__
+    if "FSDP" in strategy or "DeepSpeed" in strategy:
+        problems.append(f"strategy {strategy}: round export needs full weights on rank 0 (use one device or DDP)")
+    if trainer.datamodule is None or not hasattr(trainer.datamodule, "set_train_files"):
+        problems.append("rounds need an InstructionDataModule passed to fit (it switches to each round's data)")
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+def round_ending(epoch: int, epochs_per_round: int) -> int | None:
+    """The round whose last epoch is ``epoch`` (0-based), or None mid-round."""
+    return (epoch + 1) // epochs_per_round - 1 if (epoch + 1) % epochs_per_round == 0 else None
+
+
+def close_round(trainer: pl.Trainer, module: pl.LightningModule, workdir: Path, round: int, python: str) -> None:
+    """After round ``round``'s training (its checkpoint written): record, export, run the worker on rank 0; then on
+    every rank, past a barrier: roll back if the worker said so, and switch to the next round's data."""
+    state, paths = RoundState(workdir), RoundPaths(workdir, round)
+    if trainer.is_global_zero:
+        record_trained(trainer, state, round, paths)
+        export_round(module, state, round, paths)
+        run_worker(workdir, round, paths.model, python)
+    trainer.strategy.barrier("selfalign-round")
+    apply_rollback(module, state, round)
+    next_files = next_train_files(state, round, trainer.datamodule.train_files)
+    if next_files is not None:
+        trainer.datamodule.set_train_files(next_files)
+
+
+def record_trained(trainer: pl.Trainer, state: RoundState, round: int, paths: RoundPaths) -> None:
+    """Record what the round trained on (the DataModule's files and counts) and where its checkpoint is."""
+    datamodule = trainer.datamodule
+    facts = {"checkpoint": str(paths.checkpoint), "global_step": trainer.global_step,
+             "train_files": datamodule.train_files, "train_stats": dict(datamodule.stats)}  # fmt: skip
+    if not state.reached(round, "trained"):
+        state.record(round, "trained", **facts)
+    previous = RoundPaths(paths.workdir, round - 1).checkpoint
+    if round > 0 and previous.exists():  # only the newest round checkpoint is needed to resume
+        previous.unlink()
+
+
+def export_round(module: pl.LightningModule, state: RoundState, round: int, paths: RoundPaths) -> None:
+    from lightning_selfalign.export import export_module
+
+    if not state.reached(round, "exported"):
+        export_module(module, paths.model)
+        state.record(round, "exported", model_dir=str(paths.model))
+
+
+def run_worker(workdir: Path, round: int, model_dir: Path, python: str) -> None:
+    """``python -m lightning_selfalign.rounds`` for ``round``: a fresh process, not a fork of the trainer."""
+    command = [python, "-m", "lightning_selfalign.rounds", f"--workdir={workdir}", f"--round={round}",
+               f"--model_dir={model_dir}", "--shard=0/1"]  # fmt: skip
+    done = subprocess.run(command, env=os.environ.copy(), check=False)
+    if done.returncode != 0:
+        raise UserError(
+            f"round {round}: the between-rounds worker failed (exit {done.returncode}; its error is above); fix it "
+            f"and rerun the same self-align command to resume, or run it alone: {' '.join(command)}"
+        )
+
+
+def apply_rollback(module: pl.LightningModule, state: RoundState, round: int) -> None:
+    """If round ``round`` was rolled back, load the chosen earlier model's weights into ``module``."""
+    entry = state.round(round)
+    if round >= 0 and entry.get("rolled_back"):
+        load_weights(module, entry["next_model"])
+        rank_zero_warn(f"round {round} rolled back: training continues from {entry['next_model']}")
+
+
+def load_weights(module: pl.LightningModule, model_dir: str) -> None:
+    """Copy a Hugging Face folder's weights into the module's model in place (same architecture)."""
+    from transformers import AutoModelForCausalLM
+
+    source = AutoModelForCausalLM.from_pretrained(model_dir, dtype=next(module.model.parameters()).dtype)
+    missing, unexpected = module.model.load_state_dict(source.state_dict(), strict=False)
+    if unexpected or [key for key in missing if "lm_head" not in key]:
+        raise UserError(f"{model_dir}: weights do not fit the trained model (missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]})")  # fmt: skip
+
+
+def next_train_files(state: RoundState, round: int, current: Any) -> str | None:
+    """The next round's SFT file, or None (with a warning) when that round curated no row: keep ``current``."""
+    entry = state.round(round + 1)
+    if not entry:
+        return None  # the last round: nothing follows
+    if entry.get("counts", {}).get("curated"):
+        return str(RoundPaths(state.path.parent, round + 1).sft)
+    rank_zero_warn(
+        f"round {round + 1} curated 0 rows (counts {entry.get('counts')}): its training continues on {current}"
+    )
+    return None
