@@ -1,0 +1,198 @@
+"""Rounds end to end: ``selfalign self-align`` for 2 rounds through the openai engine against the canned loopback
+server of ``test_engines_openai.py`` (valid few-shot answers), the real sandbox, real curation and a real Trainer on
+the tiny model. The run is SIGKILLed right after round 0's ``executed`` stage and rerun: it must go on from there
+without generating anything again. A junk server (nothing parses) checks the zero-rows path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+from test_engines_openai import scripted
+
+from lightning_selfalign.jsonl import read_jsonl
+from lightning_selfalign.rounds import (
+    STAGES,
+    GenerationOptions,
+    RoundSettings,
+    RoundState,
+    SeedOptions,
+    best_so_far,
+    run_data_round,
+    train_files_for,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+GENERATED = ("seeds", "concepts", "instructions", "responses", "executed")
+
+
+def rows(path: Path) -> list[dict]:
+    return list(read_jsonl(path, allow_empty=True)) if path.exists() else []
+
+
+def self_align_config(tmp_path: Path, model: Path, url: str) -> Path:
+    config = {
+        "model": str(model),
+        "train_config": str(REPO / "configs" / "tiny-cpu.yaml"),
+        "rounds": 2,
+        "epochs_per_round": 1,
+        "workdir": str(tmp_path / "run"),
+        "train_args": [
+            "--trainer.limit_train_batches=2", "--trainer.val_check_interval=null", "--data.val_fraction=0",
+            "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false",
+            "--trainer.callbacks=[]", "--trainer.accumulate_grad_batches=1",
+        ],
+        "seeds": {"source": [str(STDLIB / "statistics.py"), str(STDLIB / "textwrap.py")], "per_round": 4,
+                  "decontaminate": False, "workers": 1},
+        "generation": {"engine": "openai", "base_url": url, "served_model": "scripted", "n": 2, "num_fewshot": 1},
+        "execution": {"timeout": 10.0, "workers": 2},
+        "eval_limit": 2,
+        "eval_max_new_tokens": 32,
+        "progress": False,
+    }  # fmt: skip
+    path = tmp_path / "self-align.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def launch(config: Path, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "lightning_selfalign", "self-align", f"--config={config}"]
+    return subprocess.Popen(command, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def kill_after(process: subprocess.Popen, state: RoundState, round: int, stage: str, timeout: float = 120) -> str:
+    """SIGKILL ``process`` as soon as ``state`` shows ``round`` at ``stage``; returns the stage seen at the kill."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            seen = state.stage(round)
+        except json.JSONDecodeError:
+            seen = None
+        if seen is not None and STAGES.index(seen) >= STAGES.index(stage):
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+            return seen
+        time.sleep(0.01)
+    process.kill()
+    raise AssertionError(f"never reached round {round} {stage}; exit {process.poll()}")
+
+
+def check_lineage(run: Path, round: int) -> None:
+    """Every SFT row -> its instruction -> its concepts row -> a seed row of the same round's files."""
+    folder = run / f"round-{round}"
+    seeds = {row["id"]: row for row in rows(folder / "seeds.jsonl")}
+    concepts = {row["id"]: row for row in rows(folder / "concepts.jsonl")}
+    instructions = {row["id"]: row for row in rows(folder / "instructions.jsonl")}
+    responses = {row["id"]: row for row in rows(folder / "responses.jsonl")}
+    sft = rows(folder / "sft.jsonl")
+    assert sft, f"round {round}: the canned answers pass their tests, so some rows are curated"
+    for row in sft:
+        assert row["round"] == round and row["id"] in responses
+        instruction = instructions[row["parent_id"]]
+        seed = seeds[concepts[instruction["parent_id"]]["parent_id"]]
+        assert seed["round"] == round and responses[row["id"]]["source"] == seed["source"]
+
+
+@pytest.mark.timeout(300)
+def test_two_rounds_killed_after_executed_resume_without_regenerating(tiny_model_dir, tmp_path):
+    server = scripted()
+    try:
+        config = self_align_config(tmp_path, tiny_model_dir, server.url)
+        run = tmp_path / "run"
+        state = RoundState(run)
+        killed_at = kill_after(launch(config, tmp_path / "killed.log"), state, 0, "executed")
+        assert killed_at == "executed", "the kill lands between executed and curated"
+        before = {name: (run / "round-0" / f"{name}.jsonl").read_bytes() for name in GENERATED}
+        requests_before = server.stats()["requests"]
+
+        rerun = launch(config, tmp_path / "rerun.log")
+        assert rerun.wait(timeout=240) == 0, (tmp_path / "rerun.log").read_text()[-4000:]
+        requests_after = server.stats()["requests"]
+    finally:
+        server.stop()
+
+    after = {name: (run / "round-0" / f"{name}.jsonl").read_bytes() for name in GENERATED}
+    assert after == before, "round 0's generated and executed rows are neither regenerated nor appended to"
+    data = state.data()
+    killed_pid = next(e["pid"] for e in data["events"] if (e["round"], e["stage"]) == (0, "executed"))
+    resumed = [e["stage"] for e in data["events"] if e["round"] == 0 and e["pid"] != killed_pid]
+    assert resumed == ["curated", "trained", "exported", "evaluated"], "the rerun starts at curation"
+    assert requests_after > requests_before, "round 1 and the evaluations do generate"
+
+    for round in (0, 1):
+        entry = state.round(round)
+        assert entry["stage"] == "evaluated"
+        assert [e["stage"] for e in data["events"] if e["round"] == round] == list(STAGES)
+        check_lineage(run, round)
+        sft = run / f"round-{round}" / "sft.jsonl"
+        assert entry["train_files"] == str(sft), "round r trains on round r's curated rows"
+        assert entry["train_stats"]["train_read"] == len(rows(sft)) == entry["counts"]["curated"]
+        assert (run / f"round-{round}" / "model" / "config.json").is_file()
+        assert json.loads((run / f"round-{round}" / "humaneval.json").read_text())["num_tasks"] == 2
+    ids = [{row["id"] for row in rows(run / f"round-{r}" / "sft.jsonl")} for r in (0, 1)]
+    assert not ids[0] & ids[1], "round 1 trains on new rows, from other seeds"
+    assert state.round(1)["global_step"] > state.round(0)["global_step"] > 0
+    assert state.round(1)["generator"] == str(run / "round-0" / "model")
+    assert not (run / "round-0" / "trained.ckpt").exists() and (run / "round-1" / "trained.ckpt").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert [entry["round"] for entry in summary["rounds"]] == [0, 1]
+
+
+@pytest.mark.timeout(120)
+def test_a_round_that_curates_nothing_is_recorded_and_falls_back(tmp_path):
+    server = scripted(junk_every=1)  # every answer unparseable
+    try:
+        settings = RoundSettings(
+            model="unused", train_config=str(REPO / "configs" / "tiny-cpu.yaml"),
+            seeds=SeedOptions(source=[str(STDLIB / "textwrap.py")], per_round=3, decontaminate=False, workers=1),
+            generation=GenerationOptions(engine="openai", base_url=server.url, served_model="scripted", num_fewshot=0),
+            progress=False,
+        )  # fmt: skip
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sft = run_data_round(0, "unused", tmp_path, settings)
+    finally:
+        server.stop()
+    state = RoundState(tmp_path)
+    assert state.stage(0) == "curated" and sft.exists() and rows(sft) == []
+    assert state.round(0)["counts"] == {"seeds": 3, "concepts": 0, "instructions": 0, "responses": 0,
+                                        "executed": 0, "curated": 0}  # fmt: skip
+    assert any("curation kept 0 rows" in str(w.message) for w in caught)
+    assert train_files_for(state, 0) is None, "no round data yet: the training config's own files"
+
+
+def test_rollback_picks_the_best_kept_model(tmp_path):
+    state = RoundState(tmp_path)
+    state.set_base(**{"pass@1": 0.2})
+    assert best_so_far(state, 0, "base") == ("base", 0.2)
+    for round, score, rolled in ((0, 0.3, False), (1, 0.1, True)):
+        for stage in STAGES:
+            state.record(round, stage)
+        state.record(round, "evaluated", **{"pass@1": score, "rolled_back": rolled})
+    assert best_so_far(state, 2, "base") == (str(tmp_path / "round-0" / "model"), 0.3)
+    with pytest.raises(AssertionError, match="concepts after evaluated"):
+        state.record(0, "concepts")
+
+
+def test_shipped_self_align_config_parses():
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from lightning_selfalign.rounds import self_align_command
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_function_arguments(self_align_command)
+    parsed = parser.parse_args([f"--config={REPO / 'configs' / 'self-align-tiny-cpu.yaml'}"])
+    assert parsed.rounds == 2 and parsed.generation.n == 2 and parsed.seeds.per_round == 8
+    assert (REPO / parsed.train_config).is_file() and parsed.curation is None
