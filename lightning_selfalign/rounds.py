@@ -443,10 +443,26 @@ def round_worker(workdir: str, round: int, model_dir: str, shard: str = "0/1") -
         run_data_round(round + 1, generator_for(RoundState(path), round + 1, settings.model), path, settings, part)
 
 
+def exit_with_parent(interval_s: float = 0.5) -> None:
+    """End this worker when the trainer that started it dies (a SIGKILL leaves no chance to stop it), so a rerun
+    never races an orphan writing the same round."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m lightning_selfalign.rounds --workdir W --round R --model_dir M --shard 0/1``."""
     from jsonargparse import CLI
 
+    exit_with_parent()
     try:
         CLI(round_worker, args=argv, as_positional=False)
     except UserError as exc:
