@@ -140,6 +140,39 @@ def test_dead_helper_is_replaced_and_sample_crashes():
         assert single.run("x = 1", "assert x", Limits()).verdict == Verdict.PASS
 
 
+@pytest.mark.timeout(60)
+def test_dead_helper_in_a_batch_crashes_only_its_running_sample(tmp_path):
+    """``map`` queues samples behind the running one; when the helper dies, the queued ones rerun on a replacement."""
+    rows = [{"id": "slow", "code": "import time\ntime.sleep(3)", "tests": "assert True"}]
+    rows += [{"id": f"quick{i}", "code": f"x = {i}", "tests": f"assert x == {i}"} for i in range(6)]
+    with SandboxPool(workers=1) as single:
+        victim = single.helpers.queue[0]
+        threading.Timer(1.0, lambda: os.killpg(victim.proc.pid, signal.SIGKILL)).start()
+        stats = execute_rows(rows, tmp_path / "o.jsonl", Limits(), pool=single, retry_timeouts=False, progress=False)
+        assert single.replaced == 1
+    results = {row["id"]: row for row in map(json.loads, (tmp_path / "o.jsonl").read_text().splitlines())}
+    assert len(results) == len(rows) == stats["rows_executed"]
+    assert results.pop("slow")["verdict"] == Verdict.CRASH
+    assert {row["verdict"] for row in results.values()} == {Verdict.PASS}
+
+
+@pytest.mark.timeout(60)
+def test_map_stopped_early_gives_its_helpers_back(pool):
+    """Workers keep their helper for a whole map; a caller that stops early, or rows that raise, must not strand it."""
+    items = ({"id": i, "code": f"x = {i}", "tests": "assert True"} for i in range(50))
+    for _ in pool.map(items, Limits(), lambda row: (row["code"], row["tests"])):
+        break
+
+    def bad_rows():
+        yield {"code": "x = 1", "tests": "assert x"}
+        raise ValueError("bad row")
+
+    with pytest.raises(ValueError):
+        list(pool.map(bad_rows(), Limits(), lambda row: (row["code"], row["tests"])))
+    assert pool.helpers.qsize() == pool.workers
+    assert pool.run("x = 1", "assert x", Limits()).verdict == Verdict.PASS
+
+
 def test_scratch_is_fresh_for_each_sample():
     with SandboxPool(workers=1) as single:
         write = single.run("open('/tmp/left.txt', 'w').write('x')", "assert True", Limits())

@@ -1,9 +1,11 @@
 """Warm helpers and the pool that feeds them.
 
 Each :class:`Helper` is one long-lived sandboxed helper process (see ``helper.py``), started with
-``subprocess`` (exec, not a fork of this process's memory). The pool runs one thread per helper: a thread
-sends a sample, waits for its verdict with a deadline a little beyond the sample's own timeout, and
-replaces the helper when it dies or stops answering (that sample gets ``crash``).
+``subprocess`` (exec, not a fork of this process's memory). ``map`` runs one thread per helper that keeps
+``PIPELINE`` samples queued at its helper (the helper runs them one at a time, in order, and starts the next
+as soon as it has answered, without waiting for this process), waits for each verdict with a deadline a
+little beyond the sample's own timeout, and replaces the helper when it dies or stops answering: the sample it
+was running gets ``crash``, the ones queued behind it go to the replacement.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from typing import Any
@@ -28,6 +31,17 @@ from lightning_selfalign.sandbox.types import ExecutionResult, Limits
 
 START_TIMEOUT_S = 60.0
 SLACK_S = 5.0  # the helper enforces the timeout; this only catches a helper that itself hangs
+PIPELINE = 2  # samples queued at each helper during map: it never idles waiting for our next request
+# Only a request this small is queued behind another: it fits in the helper's stdin pipe (64 KiB) even JSON-escaped,
+# so writing it never blocks while the helper may be blocked writing us a large answer (a deadlock otherwise).
+PIPELINE_MAX_CHARS = 8 * 1024
+
+
+def _fits_in_pipe(item: Any, sample: Callable[[Any], tuple[str, str]]) -> bool:
+    try:
+        return sum(map(len, sample(item))) <= PIPELINE_MAX_CHARS
+    except Exception:
+        return True  # _submit reports the broken item
 
 
 class HelperDied(RuntimeError):
@@ -108,16 +122,24 @@ class Helper:
         except Exception:
             return "(stderr unavailable)"
 
-    def run(self, code: str, tests: str, limits: Limits) -> ExecutionResult:
-        """Execute one sample; raises HelperDied if the helper is gone or hangs."""
+    def submit(self, code: str, tests: str, limits: Limits) -> None:
+        """Queue one sample at the helper (it runs them in order); raises HelperDied if it is gone."""
         request = {"code": code, "tests": tests, "nonce": secrets.token_hex(16), "limits": asdict(limits)}
         try:
             self.proc.stdin.write(json.dumps(request).encode() + b"\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
             raise HelperDied(f"helper exited: {exc}") from None
-        reply = self._read_line(limits.timeout_s + SLACK_S)
-        return ExecutionResult(**reply)
+
+    def receive(self, limits: Limits) -> ExecutionResult:
+        """The verdict of the oldest queued sample; it started when the previous one was answered, so ``limits``'
+        timeout counts from now. Raises HelperDied if the helper is gone or hangs."""
+        return ExecutionResult(**self._read_line(limits.timeout_s + SLACK_S))
+
+    def run(self, code: str, tests: str, limits: Limits) -> ExecutionResult:
+        """Execute one sample; raises HelperDied if the helper is gone or hangs."""
+        self.submit(code, tests, limits)
+        return self.receive(limits)
 
     def close(self) -> None:
         """Kill the helper and everything under it (bwrap's --die-with-parent and the PID namespaces)."""
@@ -169,10 +191,8 @@ class SandboxPool:
         try:
             result = helper.run(code, tests, limits)
         except HelperDied as exc:
-            helper.close()
-            self.replaced += 1
-            helper = Helper(self.mode)
             result = ExecutionResult("crash", f"sandbox helper died: {exc}", 0, time.monotonic() - started)
+            helper = self._replace(helper)
         finally:
             self.helpers.put(helper)
         return result
@@ -184,27 +204,100 @@ class SandboxPool:
         stop = object()
 
         def work() -> None:
-            while (item := todo.get()) is not stop:
-                try:
-                    done.put((item, self.run(*sample(item), limits)))
-                except BaseException as exc:  # keep the batch going; report the item as crashed
-                    done.put((item, ExecutionResult("crash", f"{type(exc).__name__}: {exc}", 0, 0.0)))
+            helper = self.helpers.get()
+            queued: deque = deque()  # items queued at `helper`, the one it is running first
+            held = None  # an item too large to queue behind another: sent once the helper is idle
+            more = True
+            try:
+                while more or queued or held is not None:
+                    try:
+                        while more and held is None and len(queued) < PIPELINE:
+                            try:  # wait for new work only when the helper has nothing to do
+                                item = todo.get(block=not queued)
+                            except queue.Empty:
+                                break
+                            if item is stop:
+                                more = False
+                            elif queued and not _fits_in_pipe(item, sample):
+                                held = item
+                            else:
+                                helper = self._submit(helper, queued, item, sample, limits, done)
+                        if queued:
+                            helper = self._receive(helper, queued, sample, limits, done)
+                        elif held is not None:
+                            helper, held = self._submit(helper, queued, held, sample, limits, done), None
+                    except BaseException as exc:  # e.g. no replacement helper starts: answer, keep the batch going
+                        while queued:
+                            done.put((queued.popleft(), ExecutionResult("crash", f"{type(exc).__name__}: {exc}", 0, 0)))
+            finally:
+                self.helpers.put(helper)
 
         threads = [threading.Thread(target=work, daemon=True) for _ in range(self.workers)]
         for thread in threads:
             thread.start()
-        pending = 0
-        for item in items:
-            todo.put(item)  # workers never wait on `done`, so this blocks only until one is free
-            pending += 1
-            while not done.empty():
+        pending, stopped = 0, False
+        try:
+            for item in items:
+                todo.put(item)  # workers never wait on `done`, so this blocks only until one is free
+                pending += 1
+                while not done.empty():
+                    pending -= 1
+                    yield done.get()
+            for _ in threads:
+                todo.put(stop)
+            stopped = True
+            while pending:
                 pending -= 1
                 yield done.get()
-        for _ in threads:
-            todo.put(stop)
-        while pending:
-            pending -= 1
-            yield done.get()
+        finally:  # also when the caller stops early or `items` raises: drop unstarted work, get the helpers back
+            while not stopped:
+                try:
+                    todo.get_nowait()
+                except queue.Empty:
+                    for _ in threads:
+                        todo.put(stop)
+                    stopped = True
+            for thread in threads:
+                thread.join()
+
+    def _submit(self, helper: Helper, queued: deque, item: Any, sample: Callable, limits: Limits, done) -> Helper:
+        """Queue ``item`` at ``helper`` and append it to ``queued``; returns the helper (a replacement if it died)."""
+        try:
+            code, tests = sample(item)
+        except Exception as exc:  # a broken item: report it, keep the batch going
+            done.put((item, ExecutionResult("crash", f"{type(exc).__name__}: {exc}", 0, 0.0)))
+            return helper
+        try:
+            helper.submit(code, tests, limits)
+        except HelperDied:  # answer what it had (each read either finds its verdict or crashes it), then replace
+            dead = helper
+            while queued:
+                helper = self._receive(helper, queued, sample, limits, done)
+            if helper is dead:
+                helper = self._replace(helper)
+            helper.submit(code, tests, limits)
+        queued.append(item)
+        return helper
+
+    def _receive(self, helper: Helper, queued: deque, sample: Callable, limits: Limits, done) -> Helper:
+        """Answer the oldest of ``queued``. If the helper died running it, that one is ``crash`` and the ones queued
+        behind it (never started: a helper runs one at a time) are queued again at a replacement."""
+        item = queued.popleft()
+        started = time.monotonic()
+        try:
+            done.put((item, helper.receive(limits)))
+            return helper
+        except HelperDied as exc:
+            done.put((item, ExecutionResult("crash", f"sandbox helper died: {exc}", 0, time.monotonic() - started)))
+        helper = self._replace(helper)
+        for waiting in queued:
+            helper.submit(*sample(waiting), limits)
+        return helper
+
+    def _replace(self, helper: Helper) -> Helper:
+        helper.close()
+        self.replaced += 1
+        return Helper(self.mode)
 
     def close(self) -> None:
         while not self.helpers.empty():
