@@ -73,19 +73,22 @@ def run_ours(rows: list[dict], pool, tmp: Path) -> tuple[float, int, list[float]
     output = tmp / f"out-{time.monotonic_ns()}.jsonl"
     cpu: list[float] = []
     latency: list[float] = []
-    original_run = pool.run
+    original_map, original_run = pool.map, pool.run
 
-    def recording_run(code, tests, limits):
-        result = original_run(code, tests, limits)
+    def record(result):
         cpu.append(result.cpu_s)
         latency.append(result.duration_s)
         return result
 
-    pool.run = recording_run
+    def recording_map(*args, **kwargs):
+        for item, result in original_map(*args, **kwargs):
+            yield item, record(result)
+
+    pool.map, pool.run = recording_map, lambda *args: record(original_run(*args))  # run: timeout retries
     start, supervisor = time.perf_counter(), _cpu(resource.RUSAGE_SELF)
     stats = execute_rows(rows, output, Limits(timeout_s=3.0), pool=pool, progress=False)
     seconds, supervisor = time.perf_counter() - start, _cpu(resource.RUSAGE_SELF) - supervisor
-    pool.run = original_run
+    pool.map, pool.run = original_map, original_run
     return seconds, stats["verdicts"].get("pass", 0), cpu, latency, supervisor
 
 

@@ -22,12 +22,10 @@ import os
 import re
 import resource
 import select
-import shutil
 import signal
 import socket
 import struct
 import sys
-import tempfile
 import time
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x20000, 0x10000000, 0x20000000
@@ -109,6 +107,8 @@ def mount_private_dirs(scratch_mb: int) -> None:
 
 def wipe_scratch() -> None:
     """Remove what the last sample left in the scratch dirs, so the next one starts empty."""
+    import shutil  # here, not at the top: only the helper needs it, and the forker is smaller without it
+
     for target in SCRATCH_DIRS:
         with os.scandir(target) as entries:
             for entry in entries:
@@ -300,11 +300,12 @@ def kill_sample(pid: int, pidfd: int, config: dict) -> None:
 
 
 def _drain(fd: int, keep: bytearray, bound: int) -> bool:
-    """Read what is available; keep up to ``bound`` bytes. False at end of file."""
+    """Read what is available; keep up to ``bound`` bytes. False at end of file, or when a non-blocking fd has
+    nothing now (a process that escaped the kill, possible only without a PID namespace, may hold it open)."""
     try:
         chunk = os.read(fd, 1 << 16)
     except BlockingIOError:
-        return True
+        return False
     if len(keep) < bound:
         keep += chunk[: bound - len(keep)]
     return bool(chunk)
@@ -337,6 +338,8 @@ def supervise(pid: int, pidfd: int, output_r: int, result_r: int, started: float
         wipe_scratch()
     else:
         kill_sample(pid, pidfd, config)  # leftovers in its process group
+        import shutil
+
         shutil.rmtree(job["scratch"], ignore_errors=True)
     for fd, keep, limit in ((output_r, output, bound), (result_r, result, 1 << 20)):
         os.set_blocking(fd, False)
@@ -398,6 +401,13 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _private_dir() -> str:
+    """A fresh scratch dir for a sample that has no mount namespace of its own."""
+    import tempfile  # here, not at the top: only the helper needs it, and the forker is smaller without it
+
+    return tempfile.mkdtemp(prefix="selfalign-sample-")
+
+
 def execute_request(request: dict, config: dict) -> dict:
     """Run one sample in a fresh isolated child; returns the response row."""
     started, cpu_started = time.monotonic(), _cpu_seconds()
@@ -411,7 +421,7 @@ def execute_request(request: dict, config: dict) -> dict:
             return _response("error", harness.describe(exc), 0, started, cpu_started, b"")
     else:
         job.update(code=request["code"], tests=request["tests"])
-    job["scratch"] = "" if config["namespaces"] else tempfile.mkdtemp(prefix="selfalign-sample-")
+    job["scratch"] = "" if config["namespaces"] else _private_dir()
     job["imports"] = new_imports(request["code"], request["tests"], config["imported"])
     output_r, output_w = os.pipe()
     result_r, result_w = os.pipe()
