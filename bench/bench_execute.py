@@ -50,8 +50,8 @@ def humaneval_samples(repeats: int) -> tuple[list[dict], list[dict]]:
 def _machine_busy_s() -> float:
     """CPU seconds all processes on this machine have used (from /proc/stat), to see what other tenants took."""
     with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+        user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in stat.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu(who: int) -> float:
@@ -134,7 +134,7 @@ def main() -> None:
             print(f"round {round_index}: baseline {len(problems) / seconds:7.1f} samples/s ({passed} passed)")
             busy = _machine_busy_s()
             seconds, passed, round_cpu, round_latency, supervisor = run_ours(rows, pool, Path(tmp))
-            others = _machine_busy_s() - busy - sum(round_cpu) - supervisor * len(rows)
+            others = _machine_busy_s() - busy - sum(round_cpu) - supervisor
             others_share.append(max(0.0, others) / (seconds * os.cpu_count()))
             our_rates.append(len(rows) / seconds)
             supervisor_cpu.append(supervisor / len(rows))
