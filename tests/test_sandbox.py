@@ -18,6 +18,7 @@ from lightning_selfalign.errors import UserError
 from lightning_selfalign.sandbox import ExecutionResult, Limits, SandboxPool, Verdict, execute
 from lightning_selfalign.sandbox.batch import execute_command, execute_rows
 from lightning_selfalign.sandbox.isolation import candidate_modes, check_mode
+from lightning_selfalign.sandbox.pool import HelperDied
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,6 +172,16 @@ def test_map_stopped_early_gives_its_helpers_back(pool):
         list(pool.map(bad_rows(), Limits(), lambda row: (row["code"], row["tests"])))
     assert pool.helpers.qsize() == pool.workers
     assert pool.run("x = 1", "assert x", Limits()).verdict == Verdict.PASS
+
+
+def test_answer_for_another_sample_is_refused():
+    """Answers are matched to queued samples by order; each carries its sample's number, so a mix-up is refused."""
+    with SandboxPool(workers=1) as single:
+        helper = single.helpers.queue[0]
+        helper.submit("x = 1", "assert x", Limits())
+        helper._sent[0] += 1000  # as if our bookkeeping had lost a sample
+        with pytest.raises(HelperDied, match="out of order"):
+            helper.receive(Limits())
 
 
 def test_scratch_is_fresh_for_each_sample():

@@ -83,6 +83,7 @@ class _Spawner:
 
 _spawner = _Spawner()
 _slots = itertools.count()  # every helper of this process gets its own uid (when root)
+_sequence = itertools.count()  # numbers every sample sent to a helper; its answer carries the number back
 
 
 class Helper:
@@ -95,6 +96,7 @@ class Helper:
         self.mode = mode
         self.proc = _spawner.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
         self._buffer = b""
+        self._sent: deque[int] = deque()  # sequence numbers of the queued samples, oldest first
         ready = self._read_line(START_TIMEOUT_S)
         if "ready" not in ready:
             self.close()
@@ -103,6 +105,8 @@ class Helper:
 
     def _read_line(self, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
+        if self.proc.stdout.closed:
+            raise HelperDied("helper closed")
         fd = self.proc.stdout.fileno()
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
@@ -124,17 +128,25 @@ class Helper:
 
     def submit(self, code: str, tests: str, limits: Limits) -> None:
         """Queue one sample at the helper (it runs them in order); raises HelperDied if it is gone."""
-        request = {"code": code, "tests": tests, "nonce": secrets.token_hex(16), "limits": asdict(limits)}
+        seq = next(_sequence)
+        request = {"seq": seq, "code": code, "tests": tests, "nonce": secrets.token_hex(16), "limits": asdict(limits)}
         try:
             self.proc.stdin.write(json.dumps(request).encode() + b"\n")
             self.proc.stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
+        except (BrokenPipeError, OSError, ValueError) as exc:  # ValueError: closed after it died
             raise HelperDied(f"helper exited: {exc}") from None
+        self._sent.append(seq)
 
     def receive(self, limits: Limits) -> ExecutionResult:
         """The verdict of the oldest queued sample; it started when the previous one was answered, so ``limits``'
-        timeout counts from now. Raises HelperDied if the helper is gone or hangs."""
-        return ExecutionResult(**self._read_line(limits.timeout_s + SLACK_S))
+        timeout counts from now. Raises HelperDied if the helper is gone, hangs, or answers out of order."""
+        if not self._sent:
+            raise HelperDied("no sample queued at this helper")
+        expected = self._sent.popleft()
+        reply = self._read_line(limits.timeout_s + SLACK_S)
+        if reply.pop("seq", None) != expected:
+            raise HelperDied(f"answer out of order (expected sample {expected})")
+        return ExecutionResult(**reply)
 
     def run(self, code: str, tests: str, limits: Limits) -> ExecutionResult:
         """Execute one sample; raises HelperDied if the helper is gone or hangs."""
@@ -226,9 +238,10 @@ class SandboxPool:
                             helper = self._receive(helper, queued, sample, limits, done)
                         elif held is not None:
                             helper, held = self._submit(helper, queued, held, sample, limits, done), None
-                    except BaseException as exc:  # e.g. no replacement helper starts: answer, keep the batch going
+                    except Exception as exc:  # e.g. no replacement helper starts: answer, keep the batch going
                         while queued:
                             done.put((queued.popleft(), ExecutionResult("crash", f"{type(exc).__name__}: {exc}", 0, 0)))
+                        helper = self._fresh(helper)  # it may still hold samples we no longer wait for
             finally:
                 self.helpers.put(helper)
 
@@ -261,21 +274,22 @@ class SandboxPool:
                 thread.join()
 
     def _submit(self, helper: Helper, queued: deque, item: Any, sample: Callable, limits: Limits, done) -> Helper:
-        """Queue ``item`` at ``helper`` and append it to ``queued``; returns the helper (a replacement if it died)."""
+        """Queue ``item`` at ``helper`` and append it to ``queued``; returns the helper (a replacement if it died).
+        An item that cannot be sent (it is broken, or no helper starts) is answered ``crash`` here."""
         try:
             code, tests = sample(item)
-        except Exception as exc:  # a broken item: report it, keep the batch going
+            try:
+                helper.submit(code, tests, limits)
+            except HelperDied:  # answer what it had (each read finds its verdict or crashes it), then replace it
+                dead = helper
+                while queued:
+                    helper = self._receive(helper, queued, sample, limits, done)
+                if helper is dead:
+                    helper = self._replace(helper)
+                helper.submit(code, tests, limits)
+        except Exception as exc:
             done.put((item, ExecutionResult("crash", f"{type(exc).__name__}: {exc}", 0, 0.0)))
             return helper
-        try:
-            helper.submit(code, tests, limits)
-        except HelperDied:  # answer what it had (each read either finds its verdict or crashes it), then replace
-            dead = helper
-            while queued:
-                helper = self._receive(helper, queued, sample, limits, done)
-            if helper is dead:
-                helper = self._replace(helper)
-            helper.submit(code, tests, limits)
         queued.append(item)
         return helper
 
@@ -298,6 +312,13 @@ class SandboxPool:
         helper.close()
         self.replaced += 1
         return Helper(self.mode)
+
+    def _fresh(self, helper: Helper) -> Helper:
+        """A replacement for a helper in an unknown state; the closed one if none starts (its sends then fail)."""
+        try:
+            return self._replace(helper)
+        except Exception:
+            return helper
 
     def close(self) -> None:
         while not self.helpers.empty():
