@@ -5,7 +5,8 @@ Each :class:`Helper` is one long-lived sandboxed helper process (see ``helper.py
 ``PIPELINE`` samples queued at its helper (the helper runs them one at a time, in order, and starts the next
 as soon as it has answered, without waiting for this process), waits for each verdict with a deadline a
 little beyond the sample's own timeout, and replaces the helper when it dies or stops answering: the sample it
-was running gets ``crash``, the ones queued behind it go to the replacement.
+was running gets ``crash``, the ones queued behind it go to the replacement. Answers carry their sample's
+sequence number, so a helper can never hand one sample's verdict to another.
 """
 
 from __future__ import annotations
