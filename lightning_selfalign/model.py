@@ -3,7 +3,8 @@
 The batch contract (from :class:`~lightning_selfalign.datamodule.InstructionDataModule`): ``input_ids`` and
 ``labels`` (-100 outside response tokens; the model shifts), and either ``attention_mask`` (padded) or
 ``position_ids`` restarting at 0 per example (packed, no attention across examples); ``window_tokens``, the
-label tokens in the whole gradient-accumulation window, so the loss is normalised per token over the window.
+label tokens in the whole gradient-accumulation window over all ranks divided by the world size, so after DDP's
+gradient averaging the loss is normalised per token over the global window.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ class SelfAlignLM(pl.LightningModule):
             window_contribution = loss.detach() / accumulate
         else:
             window_tokens = batch.get("window_tokens", label_tokens.float())
-            window_loss = losses.sum() / window_tokens.clamp(min=1)
+            window_loss = losses.sum() / window_tokens.clamp(min=1e-6)
             # Lightning divides the returned loss by accumulate_grad_batches; undo it so the window sums to
             # (sum of token losses) / (tokens in the window), exactly Trainer's num_items_in_batch.
             loss = window_loss * accumulate

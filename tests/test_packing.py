@@ -152,3 +152,15 @@ def test_plan_windows_count_label_tokens_of_each_window():
     per_batch = [sum(num_labels[e] for row in plan.rows_of(i) for e in row) for i in range(len(plan))]
     assert len(plan) == 4
     assert plan.window_tokens.tolist() == [sum(per_batch[:3])] * 3 + [per_batch[3]]
+
+
+def test_window_tokens_are_global_over_ranks_divided_by_world_size():
+    """Under DDP every rank must divide by the same global count (Trainer's average_tokens_across_devices)."""
+    lengths = np.array([10, 20, 30, 40])
+    num_labels = np.array([5, 1, 9, 2])
+    rows = packing.make_rows(np.arange(4), lengths, packing=False, max_length=100, seed=0)
+    plans = [packing.plan_epoch(rows, num_labels, batch_size=1, shuffle=False, group_by_length=False, seed=0,
+                                epoch=0, rank=rank, world_size=2, accumulate=2) for rank in range(2)]  # fmt: skip
+    assert plans[0].window_tokens.tolist() == plans[1].window_tokens.tolist() == [17 / 2, 17 / 2]
+    local = [sum(num_labels[e] for i in range(len(p)) for row in p.rows_of(i) for e in row) for p in plans]
+    assert sum(local) == 17

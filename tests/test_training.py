@@ -204,8 +204,10 @@ def test_fit_killed_mid_epoch_resumes_with_identical_losses(tiny_model_dir, tmp_
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6
 
     overlay.write_text(json.dumps({"trainer": {"callbacks": [checkpoint]}}), encoding="utf-8")
+    # `--ckpt_path last` as a user would type it: the resumed run gets a new log version folder, so this
+    # also checks that "last" is found across versions.
     run_lightning_cli(_fit_args(tiny_model_dir, data, killed, *common, "--config", str(overlay),
-                                "--ckpt_path", str(last)))  # fmt: skip
+                                "--ckpt_path", "last"))  # fmt: skip
     resumed = _logged(killed)[len(before):]
     assert resumed == pytest.approx(uninterrupted[6:], rel=1e-6, abs=1e-7)
 

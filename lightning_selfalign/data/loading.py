@@ -11,7 +11,8 @@ Batch contract (all ``torch.long`` unless noted):
 - unpacked: ``attention_mask`` (B, T), 1 on real tokens, 0 on right padding.
 - packed: no ``attention_mask``; ``position_ids`` (B, T) restart at 0 at every example; the padding at the
   end of a row is its own segment (positions from 0, labels -100).
-- ``window_tokens``: 0-dim float, label tokens in all micro-batches of this batch's accumulation window.
+- ``window_tokens``: 0-dim float, label tokens in all micro-batches of this batch's accumulation window, over
+  every rank, divided by the world size (DDP averages gradients over ranks).
 - ``num_examples``: 0-dim, examples (segments) in this micro-batch.
 - ``num_real_tokens``: 0-dim, real (non-padding) tokens in this micro-batch.
 """

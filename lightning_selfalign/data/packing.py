@@ -141,7 +141,14 @@ def plan_epoch(
     batches = shard_batches(num_global, rank, world_size)
     labels_per_row = np.add.reduceat(num_labels[rows.examples], rows.offsets[:-1]) if len(rows) else all_rows
     labels_per_batch = np.add.reduceat(labels_per_row[row_order], np.arange(0, len(rows), batch_size))
-    window = window_sums(labels_per_batch[batches].astype(np.float64), accumulate) if len(rows) else np.zeros(0)
+    window = np.zeros(0)
+    if len(rows):
+        # The window spans every rank's micro-batches: DDP/FSDP average gradients over ranks, so each rank
+        # divides its token-loss sum by (global label tokens of the window) / world_size, and the averaged
+        # gradient is the per-token mean over the whole global window, as Trainer's num_items_in_batch.
+        every_rank = np.stack([shard_batches(num_global, r, world_size) for r in range(world_size)])
+        global_labels = labels_per_batch[every_rank].sum(axis=0).astype(np.float64)
+        window = window_sums(global_labels, accumulate) / world_size
     return EpochPlan(rows, row_order, batch_size, batches, window)
 
 
