@@ -9,18 +9,7 @@ import torch
 
 from lightning_selfalign.data import packing
 from lightning_selfalign.data.loading import IGNORE_INDEX, BatchSpec, PlannedBatches
-
-
-def _mask(position_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    try:
-        from lightning_selfalign.model import packed_attention_mask
-    except ImportError:  # the model module is another area's; fall back to the same construction
-        segment = (position_ids == 0).cumsum(-1)
-        allowed = (segment[:, :, None] == segment[:, None, :]) & torch.ones(
-            position_ids.shape[-1], position_ids.shape[-1], dtype=torch.bool
-        ).tril()
-        return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-    return packed_attention_mask(position_ids, dtype)
+from lightning_selfalign.model import packed_attention_mask
 
 
 def _examples(n: int, seed: int = 0) -> tuple[list[list[int]], list[list[int]]]:
@@ -63,7 +52,7 @@ def _token_losses(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     kwargs = {"input_ids": batch["input_ids"]}
     if "position_ids" in batch:
         kwargs["position_ids"] = batch["position_ids"]
-        kwargs["attention_mask"] = _mask(batch["position_ids"], torch.float32)
+        kwargs["attention_mask"] = packed_attention_mask(batch["position_ids"], torch.float32)
     else:
         kwargs["attention_mask"] = batch["attention_mask"]
     with torch.no_grad():
@@ -103,8 +92,8 @@ def test_no_attention_across_example_boundaries(tiny_model):
 
     def logits(b):
         with torch.no_grad():
-            return tiny_model(input_ids=b["input_ids"], position_ids=b["position_ids"],
-                              attention_mask=_mask(b["position_ids"], torch.float32)).logits[0]  # fmt: skip
+            mask = packed_attention_mask(b["position_ids"], torch.float32)
+            return tiny_model(input_ids=b["input_ids"], position_ids=b["position_ids"], attention_mask=mask).logits[0]
 
     before, after = logits(batch), logits(perturbed)
     first, second = len(ids[0]), len(ids[0]) + len(ids[1])

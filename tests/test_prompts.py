@@ -23,22 +23,15 @@ from lightning_selfalign.prompts import (
     render_response,
 )
 from lightning_selfalign.prompts.fewshot import parse_examples
+from lightning_selfalign.sandbox import execute
 
 EXAMPLES = load_examples()
-SANDBOX = Path(lightning_selfalign.__file__).parent / "sandbox" / "__init__.py"
 
 
 def run_code_and_tests(code: str, tests: str) -> tuple[bool, str]:
-    """Pass/fail of code + tests: in the project's sandbox once it exists, else a fresh interpreter."""
-    if SANDBOX.exists():
-        from lightning_selfalign.sandbox import execute
-
-        result = execute(code, tests)
-        return result.verdict == "pass", f"{result.verdict}: {result.reason}"
-    run = subprocess.run(
-        [sys.executable, "-I", "-c", f"{code}\n\n{tests}"], capture_output=True, text=True, timeout=30, check=False
-    )
-    return run.returncode == 0, run.stderr[-2000:]
+    """Pass/fail of code + tests in the project's sandbox (an exit code of 0 proves nothing)."""
+    result = execute(code, tests)
+    return result.verdict == "pass", f"{result.verdict}: {result.reason}"
 
 
 def test_pool_is_large_and_covers_every_category_and_difficulty() -> None:

@@ -30,12 +30,17 @@ def load_tokenizer(name_or_path: str) -> Any:
     from transformers import AutoTokenizer
 
     from lightning_selfalign.chat_template import install_chat_template
+    from lightning_selfalign.errors import UserError
 
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"--model.model_name_or_path {name_or_path!r}: cannot load its tokenizer "
+            f"({' '.join(str(exc).split())[:300]})"
+        ) from None
     install_chat_template(tokenizer)
     if tokenizer.eos_token_id is None:
-        from lightning_selfalign.errors import UserError
-
         raise UserError(f"--data.tokenizer {name_or_path}: the tokenizer has no EOS token; training needs one")
     return tokenizer
 
