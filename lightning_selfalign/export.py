@@ -40,7 +40,12 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
         )
     if not path.is_file():
         raise UserError(f"--ckpt_path {path}: no such file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise UserError(f"--ckpt_path {path}: not a readable Lightning checkpoint ({type(exc).__name__})") from None
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"--ckpt_path {path}: not a Lightning checkpoint")
     if "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise UserError(f"--ckpt_path {path}: not a selfalign Lightning checkpoint (no state_dict/hyper_parameters)")
     return checkpoint
@@ -88,8 +93,8 @@ def model_card(checkpoint: dict[str, Any], metrics: dict[str, Any]) -> str:
         "",
         f"# Self-aligned {Path(str(hparams['model_name_or_path'])).name}",
         "",
-        "Fine-tuned with [lightning-selfalign](https://github.com/) on instruction/response pairs the base model",
-        "generated itself and that passed their own tests in a sandbox (no human labels, no bigger teacher).",
+        "Fine-tuned with lightning-selfalign on the instruction/response pairs listed below (in a self-alignment",
+        "run: pairs the model wrote itself whose own tests passed in a sandbox).",
         "",
         f"- **Base model:** `{hparams['model_name_or_path']}`",
         f"- **Training data:** {data.get('train_files', 'unknown')}",
@@ -113,8 +118,8 @@ def model_card(checkpoint: dict[str, Any], metrics: dict[str, Any]) -> str:
 
 
 def checkpoint_metrics(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """Best monitored scores recorded by ModelCheckpoint callbacks in the checkpoint."""
-    metrics = {}
+    """Validation metrics saved by SelfAlignLM, and best monitored scores of ModelCheckpoint callbacks."""
+    metrics = dict(checkpoint.get("selfalign_metrics", {}))
     for name, state in checkpoint.get("callbacks", {}).items():
         if isinstance(state, dict) and state.get("monitor") and state.get("best_model_score") is not None:
             metrics[state["monitor"]] = float(state["best_model_score"])

@@ -252,6 +252,12 @@ class SelfAlignLM(pl.LightningModule):
         self.val_loss.reset()
         self.val_accuracy.reset()
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The latest validation metrics travel with the weights, so `selfalign export` can put them in the card.
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        if metrics:
+            checkpoint["selfalign_metrics"] = metrics
+
     # -- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = build_optimizer(

@@ -219,14 +219,17 @@ def test_export_round_trip_logits_and_chat_template(tiny_model_dir, tmp_path):
     from lightning_selfalign.export import export_checkpoint
 
     data = _write_sft(tmp_path / "sft.jsonl", 16)
+    with_validation = ["--data.val_fraction", "0.25", "--trainer.limit_val_batches", "1.0",
+                       "--trainer.val_check_interval", "2"]  # fmt: skip
     cli = run_lightning_cli(_fit_args(tiny_model_dir, data, tmp_path / "run", "--trainer.max_steps", "2",
-                                      "--data.max_length", "128"))  # fmt: skip
+                                      "--data.max_length", "128", *with_validation))  # fmt: skip
     checkpoint = next((tmp_path / "run").rglob("last.ckpt"))
     folder = export_checkpoint(checkpoint, tmp_path / "export")
     for name in ("model.safetensors", "config.json", "generation_config.json", "README.md", "tokenizer.json"):
         assert (folder / name).exists(), name
     card = (folder / "README.md").read_text()
     assert str(tiny_model_dir) in card and "adafactor" in card
+    assert "val/loss" in card and "val/token_accuracy" in card, "validation metrics belong in the model card"
 
     exported = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
     trained = cli.model.model.eval()
