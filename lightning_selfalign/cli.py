@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "curate": ("lightning_selfalign.curation:curate_command", "sanitize, select, dedup, decontaminate"),
     "evaluate": ("lightning_selfalign.evaluation:evaluate_command", "HumanEval(+)/MBPP(+) pass@k"),
     "self-align": ("lightning_selfalign.rounds:self_align_command", "the whole multi-round loop"),
+    "serve": ("lightning_selfalign.serve:serve", "small OpenAI-compatible server over the transformers engine"),
 }
 LIGHTNING_COMMANDS = {
     "fit": "train (LightningCLI): selfalign fit --config configs/tiny-cpu.yaml",

@@ -36,6 +36,12 @@ def expand_paths(patterns: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def refuse_output_among_inputs(inputs: str | Path | Sequence[str | Path], output: str | Path) -> None:
+    """A stage that appends to (or rewrites) one of its own inputs would skip or lose everything: refuse."""
+    if Path(output).resolve() in {path.resolve() for path in expand_paths(inputs)}:
+        raise UserError(f"--output {output} is also an --input file; write to a new file")
+
+
 def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool = False) -> Iterator[dict[str, Any]]:
     """Yield the rows of one JSONL file, streaming.
 

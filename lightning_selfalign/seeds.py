@@ -389,8 +389,8 @@ def mine_seeds_command(
         min_lines: shortest seed kept, in lines (decorators and docstring included).
         max_lines: longest seed kept, in lines.
         max_chars: longest seed kept, in characters.
-        banned_imports: drop every function of a module importing one of these (default: os, sys,
-            subprocess, shutil, socket, ... see lightning_selfalign.seeds.DEFAULT_BANNED_IMPORTS).
+        banned_imports: modules a seed must not use (default: os, sys, subprocess, shutil, socket, ...
+            see lightning_selfalign.seeds.DEFAULT_BANNED_IMPORTS); ``banned_scope`` says how it is judged.
         banned_scope: "function" drops a function that uses a banned module (imports it or reads a name
             bound to it); "module" drops every function of a file that imports one anywhere (the
             reference's rule; keeps ~4x fewer seeds from the standard library).

@@ -203,13 +203,9 @@ def serve(
 def main() -> None:
     import sys
 
-    from jsonargparse import CLI
+    from lightning_selfalign.cli import main as selfalign
 
-    try:
-        CLI(serve, as_positional=False)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    selfalign(["serve", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

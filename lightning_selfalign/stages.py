@@ -31,7 +31,15 @@ from tqdm import tqdm
 
 from lightning_selfalign.engines import Completion, Engine, EngineOptions, Request, Sampling, load_engine
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.jsonl import JsonlAppender, fingerprint, finished_ids, read_jsonl_files, stable_id, write_stats
+from lightning_selfalign.jsonl import (
+    JsonlAppender,
+    fingerprint,
+    finished_ids,
+    read_jsonl_files,
+    refuse_output_among_inputs,
+    stable_id,
+    write_stats,
+)
 from lightning_selfalign.prompts import (
     CATEGORIES,
     DEFAULT_NUM_FEWSHOT,
@@ -412,6 +420,7 @@ def generate_command(
     if problems:
         raise UserError("; ".join(problems))
     part = parse_shard(shard)
+    refuse_output_among_inputs(input, output)
     rows = [row for row in read_jsonl_files(input, required=REQUIRED_INPUT[stage]) if in_shard(str(row["id"]), part)]
     options = EngineOptions(
         base_url=base_url, api_key=api_key, concurrency=concurrency, request_timeout=request_timeout,

@@ -13,7 +13,14 @@ from tqdm import tqdm
 from lightning_selfalign.curation.pipeline import CurationConfig, config_dict, curate
 from lightning_selfalign.decontamination import parse_benchmark_file
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.jsonl import expand_paths, read_jsonl, stats_path, write_jsonl, write_stats
+from lightning_selfalign.jsonl import (
+    expand_paths,
+    read_jsonl,
+    refuse_output_among_inputs,
+    stats_path,
+    write_jsonl,
+    write_stats,
+)
 from lightning_selfalign.records import REQUIRED_CURATE
 
 _STRING_FIELDS = ("instruction", "response", "verdict")
@@ -159,8 +166,7 @@ def curate_command(
     missing = [spec for spec in benchmark_files or () if not parse_benchmark_file(spec)[1].is_file()]
     if missing:
         raise UserError(f"--benchmark_files: no such file(s): {', '.join(missing)}")
-    if Path(output).resolve() in {path.resolve() for path in expand_paths(input)}:
-        raise UserError(f"--output {output} is also an input file; write to a new file")
+    refuse_output_among_inputs(input, output)
     started = time.perf_counter()
     result = curate(read_executed_rows(input, progress=progress), config)
     write_jsonl(output, result.rows)

@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.jsonl import JsonlAppender, finished_ids, read_jsonl, write_stats
+from lightning_selfalign.jsonl import JsonlAppender, finished_ids, read_jsonl, refuse_output_among_inputs, write_stats
 from lightning_selfalign.records import REQUIRED_EXECUTE
 from lightning_selfalign.sandbox.pool import SandboxPool
 from lightning_selfalign.sandbox.types import ExecutionResult, Limits, Verdict
@@ -144,6 +144,7 @@ def execute_command(
     if executor not in ("local", "ray"):
         raise UserError(f"--executor must be local or ray, got {executor!r}")
     limits = Limits(timeout_s=timeout, memory_mb=memory)
+    refuse_output_among_inputs(input, output)
     rows = read_jsonl(input, required=REQUIRED_EXECUTE)
     if executor == "ray":
         from lightning_selfalign.sandbox.ray_executor import execute_rows_ray
