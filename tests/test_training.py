@@ -83,7 +83,10 @@ def _trainer_examples(model_dir: Path, data: Path) -> list[dict]:
 
 
 @pytest.mark.timeout(600)
-def test_recipe_parity_with_transformers_trainer(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("normalization", ["token", "sample"])
+def test_recipe_parity_with_transformers_trainer(tiny_model_dir, tmp_path, normalization):
+    """token: today's Trainer (num_items_in_batch over the window). sample: the reference's older Trainer,
+    which averaged each example's mean token loss over the accumulation steps (batch size 1)."""
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
@@ -93,7 +96,7 @@ def test_recipe_parity_with_transformers_trainer(tiny_model_dir, tmp_path):
         _fit_args(tiny_model_dir, data, tmp_path / "ours",
                   "--data.packing", "false", "--data.batch_size", "1", "--data.shuffle", "false",
                   "--trainer.max_steps", str(steps), "--trainer.accumulate_grad_batches", str(accumulate),
-                  "--model.learning_rate", str(lr))
+                  "--model.learning_rate", str(lr), "--model.loss_normalization", normalization)
     )  # fmt: skip
     ours = cli.model.model.state_dict()
     our_losses = _logged(tmp_path / "ours")
@@ -107,6 +110,8 @@ def test_recipe_parity_with_transformers_trainer(tiny_model_dir, tmp_path):
     )  # fmt: skip
     examples = Dataset.from_list(_trainer_examples(tiny_model_dir, data))
     trainer = Trainer(model=reference, args=args, train_dataset=examples)
+    if normalization == "sample":
+        trainer.model_accepts_loss_kwargs = False  # the model's own mean loss, divided by the accumulation
     trainer.train()
     their_losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
