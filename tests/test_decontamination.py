@@ -6,7 +6,6 @@ import ast
 import json
 import random
 import re
-import sysconfig
 import textwrap
 from pathlib import Path
 
@@ -82,30 +81,12 @@ def planted_rows(rng: random.Random) -> list[tuple[str, str, str]]:
 
 
 def stdlib_seeds(limit: int = 1200) -> list[tuple[str, str]]:
-    """Seed-like functions (docstring, 5-60 lines) mined with ``ast`` from the standard library."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    seeds: list[tuple[str, str]] = []
-    for path in sorted(root.rglob("*.py")):
-        if {"test", "tests", "site-packages", "idlelib", "lib2to3"} & set(path.relative_to(root).parts):
-            continue
-        try:
-            source = path.read_text(encoding="utf-8")
-            tree = ast.parse(source)
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        lines = source.splitlines()
-        for node in ast.walk(tree):
-            if (
-                isinstance(node, ast.FunctionDef)
-                and ast.get_docstring(node)
-                and 5 <= node.end_lineno - node.lineno <= 60
-            ):
-                seeds.append(
-                    (f"{path.name}:{node.lineno}", textwrap.dedent("\n".join(lines[node.lineno - 1 : node.end_lineno])))
-                )
-        if len(seeds) >= limit:
-            break
-    return seeds[:limit]
+    """Seeds from the project's own miner over the standard library, with its HumanEval filter off (else the
+    check would be circular)."""
+    from lightning_selfalign.seeds import SeedFilters, mine_seeds
+
+    rows, _ = mine_seeds(filters=SeedFilters(decontaminate=False), workers=2)
+    return [(row["source"], row["seed"]) for row in rows[:limit]]
 
 
 @pytest.fixture(scope="module")
