@@ -42,12 +42,17 @@ def refuse_output_among_inputs(inputs: str | Path | Sequence[str | Path], output
         raise UserError(f"--output {output} is also an --input file; write to a new file")
 
 
-def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool = False) -> Iterator[dict[str, Any]]:
+def read_jsonl(
+    path: str | Path,
+    required: Sequence[str] = (),
+    allow_empty: bool = False,
+    types: dict[str, type | tuple[type, ...]] | None = None,
+) -> Iterator[dict[str, Any]]:
     """Yield the rows of one JSONL file, streaming.
 
     Blank lines are skipped. Raises :class:`UserError` naming ``file:line`` for invalid UTF-8, invalid
-    JSON, a line that is not an object, or a row missing one of ``required``; and for an empty file
-    unless ``allow_empty``.
+    JSON, a line that is not an object, a row missing one of ``required`` or with a field of the wrong type
+    (``types``); and for an empty file unless ``allow_empty``.
     """
     path = Path(path)
     if not path.is_file():
@@ -70,6 +75,11 @@ def read_jsonl(path: str | Path, required: Sequence[str] = (), allow_empty: bool
             absent = [field for field in required if field not in row]
             if absent:
                 raise UserError(f"{path}:{lineno}: missing field(s) {', '.join(map(repr, absent))}")
+            for field, expected in (types or {}).items():
+                if field in row and not isinstance(row[field], expected):
+                    wanted = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+                    got = type(row[field]).__name__
+                    raise UserError(f"{path}:{lineno}: field {field!r} must be {wanted}, got {got}")
             rows += 1
             yield row
     if rows == 0 and not allow_empty:

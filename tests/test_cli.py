@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,23 @@ def test_unknown_option_is_one_line():
     result = selfalign("execute", "--inptu", "x", "--output", "y")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: unrecognized arguments: --inptu x (see: selfalign execute --help)"
+
+
+def test_wrong_field_type_names_file_and_line(tmp_path):
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"id": "a", "code": "x = 1", "tests": "assert x"}\n{"id": "b", "code": 3, "tests": "assert 1"}\n')
+    result = selfalign("execute", "--input", str(data), "--output", str(tmp_path / "out.jsonl"), "--progress", "false")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: {data}:2: field 'code' must be str, got int"
+
+
+def test_curate_progress_false_is_silent(tmp_path):
+    data = tmp_path / "executed.jsonl"
+    code = "def f(a, b):\n    return a + b"
+    row = {"id": "r1", "parent_id": "i1", "instruction": "Add.", "response": f"```python\n{code}\n```", "code": code,
+           "tests": "assert f(1, 2) == 3", "verdict": "pass", "tests_run": 1}  # fmt: skip
+
+    data.write_text(json.dumps(row) + "\n")
+    result = selfalign("curate", "--input", str(data), "--output", str(tmp_path / "sft.jsonl"), "--progress", "false")
+    assert result.returncode == 0, result.stderr
+    assert "%|" not in result.stderr, result.stderr

@@ -116,7 +116,7 @@ def test_rows_pass_through_and_resume(pool, tmp_path):
 
 
 def test_bad_rows_name_the_problem(pool, tmp_path):
-    with pytest.raises(UserError, match="row 0 .*code"):
+    with pytest.raises(UserError, match="row 1 .*code"):
         execute_rows([{"id": "x", "tests": "assert 1"}], tmp_path / "o.jsonl", pool=pool, progress=False)
 
 

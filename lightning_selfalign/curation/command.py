@@ -159,6 +159,7 @@ def curate_command(
         decontamination_ngram=decontamination_ngram,
         decontamination_threshold=decontamination_threshold,
         workers=workers,
+        progress=progress,
     )
     problems = config.problems()
     if problems:

@@ -59,6 +59,7 @@ class CurationConfig:
     decontamination_ngram: int = 5
     decontamination_threshold: float = 0.25
     workers: int = 2
+    progress: bool = True
 
     def problems(self) -> list[str]:
         """Every invalid setting, each naming its flag (empty when all are valid)."""
@@ -268,9 +269,10 @@ def dedup_rows(rows: list[dict], config: CurationConfig, result: CurationResult)
     if not config.near_dedup:
         return rows
     hasher = MinHasher(num_perm=config.dedup_num_perm, ngram=config.dedup_ngram)
+    fields = tqdm(config.dedup_fields, desc="curate: minhash", unit="field", leave=False, disable=not config.progress)
     signatures = {
         name: parallel_map(hasher.signature, [str(row.get(name) or "") for row in rows], config.workers)
-        for name in tqdm(config.dedup_fields, desc="curate: minhash", unit="field", leave=False)
+        for name in fields
     }
     alive = list(range(len(rows)))
     for name in config.dedup_fields:

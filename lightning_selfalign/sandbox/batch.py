@@ -27,7 +27,8 @@ def _checked(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for index, row in enumerate(rows):
         bad = [f for f in REQUIRED_EXECUTE if not isinstance(row.get(f), str if f != "id" else (str, int))]
         if bad:
-            raise UserError(f"row {index} (id {row.get('id')!r}): field(s) {', '.join(bad)} missing or not a string")
+            fields = ", ".join(bad)
+            raise UserError(f"row {index + 1} (id {row.get('id')!r}): field(s) {fields} missing or not a string")
         yield row
 
 
@@ -145,7 +146,7 @@ def execute_command(
         raise UserError(f"--executor must be local or ray, got {executor!r}")
     limits = Limits(timeout_s=timeout, memory_mb=memory)
     refuse_output_among_inputs(input, output)
-    rows = read_jsonl(input, required=REQUIRED_EXECUTE)
+    rows = read_jsonl(input, required=REQUIRED_EXECUTE, types={"id": (str, int), "code": str, "tests": str})
     if executor == "ray":
         from lightning_selfalign.sandbox.ray_executor import execute_rows_ray
 
