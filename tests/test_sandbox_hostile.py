@@ -298,3 +298,17 @@ def test_batch_completed_and_nothing_survives(hostile_batch):
     # each helper is three processes (a waiting parent, the helper, its forker); no sample process may remain
     assert len(hostile_batch["leftover"]) == 6, "\n".join(hostile_batch["leftover"])
     assert hostile_batch["after_close"] == []
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", ["infinite_loop", "loop_swallows_timeout", "long_c_call", "ignores_sigterm_sigalrm"])
+def test_wall_clock_bound_measured_on_the_host(name):
+    """The batch above reads durations the helper reports; here the clock is the host's own, so a stalled
+    helper or a sample that outlives its deadline cannot hide."""
+    code, tests = TIMEOUT_CASES[name]
+    with SandboxPool(workers=1) as pool:
+        started = time.monotonic()
+        result = pool.run(code, tests, Limits(timeout_s=1.0))
+        elapsed = time.monotonic() - started
+    assert result.verdict == "timeout", f"{name}: {result.verdict}: {result.reason}"
+    assert elapsed <= 1.0 + 1.0, f"{name}: the host waited {elapsed:.2f} s for a 1 s timeout"
