@@ -1,0 +1,122 @@
+"""Round settings: the options of ``selfalign self-align`` as typed dataclasses (:class:`RoundSettings` and its
+seed, generation and execution parts), checked by :meth:`RoundSettings.problems`, and saved to / loaded from
+``WORKDIR/settings.json`` (:func:`save_settings`, :func:`load_settings`) so the between-rounds worker process
+reads the same settings as the command that started the run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lightning_selfalign.curation import CurationConfig
+from lightning_selfalign.errors import UserError
+
+
+@dataclass
+class SeedOptions:
+    """Where seeds come from and how many each round uses."""
+
+    file: str | None = None  # a seeds JSONL (selfalign seeds); else mined from `source`
+    source: list[str] | None = None  # directories or .py files to mine (default: the standard library)
+    per_round: int | None = None  # seeds per round, consecutive slices of the pool (default: all, every round)
+    decontaminate: bool = True  # drop mined seeds overlapping HumanEval
+    workers: int | None = None  # processes mining files
+
+
+@dataclass
+class GenerationOptions:
+    """The engine and sampling of the three generation stages (``selfalign generate``'s flags)."""
+
+    engine: Literal["hf", "vllm", "openai"] = "hf"
+    served_model: str | None = None  # openai: the served model's name; the server, not the round, picks weights
+    base_url: str | None = None
+    api_key: str | None = None
+    concurrency: int = 32
+    chat: bool = False
+    n: int = 10  # responses per instruction
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens_concepts: int = 256
+    max_new_tokens_instructions: int = 512
+    max_new_tokens_responses: int = 1536
+    num_fewshot: int = 8
+    batch_size: int | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    vllm_kwargs: dict[str, Any] | None = None
+    seed: int = 0  # round r samples with seed + r, so rounds differ even from the same seeds
+
+
+@dataclass
+class ExecutionOptions:
+    """Sandbox limits of the execution filter and of evaluation (``selfalign execute``'s flags)."""
+
+    timeout: float = 10.0
+    memory: int = 1024
+    workers: int = 2
+    isolation: str = "auto"
+    allow_unsafe: bool = False
+
+
+@dataclass
+class RoundSettings:
+    """Everything a round needs; saved as ``WORKDIR/settings.json`` (the worker process reads it there)."""
+
+    model: str
+    train_config: str
+    rounds: int = 2
+    epochs_per_round: int = 1
+    train_args: list[str] = field(default_factory=list)
+    seeds: SeedOptions = field(default_factory=SeedOptions)
+    generation: GenerationOptions = field(default_factory=GenerationOptions)
+    execution: ExecutionOptions = field(default_factory=ExecutionOptions)
+    curation: CurationConfig = field(default_factory=CurationConfig)
+    evaluate: bool = True
+    eval_limit: int | None = None
+    eval_max_new_tokens: int = 512
+    eval_chat: bool = True
+    rollback: bool = False
+    progress: bool = True
+
+    def problems(self) -> list[str]:
+        """Every invalid setting, named by its flag."""
+        found = [] if self.rounds >= 1 else [f"--rounds must be >= 1, got {self.rounds}"]
+        if self.epochs_per_round < 1:
+            found.append(f"--epochs_per_round must be >= 1, got {self.epochs_per_round}")
+        if not Path(self.train_config).is_file():
+            found.append(f"--train_config {self.train_config}: no such file (a LightningCLI YAML)")
+        if self.seeds.file and self.seeds.source:
+            found.append("give --seeds.file or --seeds.source, not both")
+        if self.seeds.per_round is not None and self.seeds.per_round < 1:
+            found.append(f"--seeds.per_round must be >= 1, got {self.seeds.per_round}")
+        if self.generation.engine == "openai" and not self.generation.base_url:
+            found.append("--generation.engine openai needs --generation.base_url")
+        if self.rollback and not self.evaluate:
+            found.append("--rollback compares each round's pass@1: it needs --evaluate true")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            found.append(f"--eval_limit must be >= 1, got {self.eval_limit}")
+        return found + [f"--curation: {problem}" for problem in self.curation.problems()]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundSettings:
+        parts = {"seeds": SeedOptions, "generation": GenerationOptions, "execution": ExecutionOptions,
+                 "curation": CurationConfig}  # fmt: skip
+        return cls(**{key: parts[key](**value) if key in parts else value for key, value in data.items()})
+
+
+def save_settings(workdir: Path, settings: RoundSettings) -> Path:
+    path = workdir / "settings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(settings), indent=2, default=list) + "\n", encoding="utf-8")
+    return path
+
+
+def load_settings(workdir: Path) -> RoundSettings:
+    path = workdir / "settings.json"
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; start the run with selfalign self-align")
+    return RoundSettings.from_dict(json.loads(path.read_text(encoding="utf-8")))
