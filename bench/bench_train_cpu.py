@@ -95,8 +95,9 @@ def run_ours(model_dir: Path, workdir: Path, batch_size: int, max_length: int, s
     return clock.result()
 
 
-def run_trl(model_dir: Path, workdir: Path, batch_size: int, max_length: int, steps: int, warmup: int,
-            matched: bool = False) -> dict:
+def run_trl(
+    model_dir: Path, workdir: Path, batch_size: int, max_length: int, steps: int, warmup: int, matched: bool = False
+) -> dict:
     """TRL's SFTTrainer, unpacked. ``matched``: its default gradient checkpointing and bf16 autocast turned
     off, so it computes exactly what ours computes (fp32, no recomputation) and only packing differs."""
     from datasets import Dataset

@@ -213,7 +213,7 @@ def test_fit_killed_mid_epoch_resumes_with_identical_losses(tiny_model_dir, tmp_
     # also checks that "last" is found across versions.
     run_lightning_cli(_fit_args(tiny_model_dir, data, killed, *common, "--config", str(overlay),
                                 "--ckpt_path", "last"))  # fmt: skip
-    resumed = _logged(killed)[len(before):]
+    resumed = _logged(killed)[len(before) :]
     assert resumed == pytest.approx(uninterrupted[6:], rel=1e-6, abs=1e-7)
 
 
