@@ -269,3 +269,14 @@ def test_works_as_unprivileged_user(tmp_path):
         pytest.skip(f"system python lacks a dependency: {done.stderr.strip().splitlines()[-1]}")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["pass", "fail", "SandboxPool"]
+
+
+def test_checkout_or_venv_under_tmp_is_bound_back_into_the_sandbox():
+    """The sandbox's private /tmp hides the host's; a clone or virtualenv there (CI, pytest) must stay reachable."""
+    from lightning_selfalign.sandbox.isolation import rebind_under_tmp
+
+    args = rebind_under_tmp(["/tmp/ci/.venv/bin/python", "/tmp/ci/.venv", "/usr/lib/python3", "/tmp/ci/pkg/sandbox"])
+    assert args == [
+        "--perms", "0755", "--dir", "/tmp/ci", "--ro-bind", "/tmp/ci/.venv", "/tmp/ci/.venv",
+        "--perms", "0755", "--dir", "/tmp/ci/pkg", "--ro-bind", "/tmp/ci/pkg/sandbox", "/tmp/ci/pkg/sandbox",
+    ]  # fmt: skip

@@ -148,9 +148,30 @@ def bwrap_prefix(as_root: bool, python: str) -> list[str]:
             for directory in chain:  # bwrap would create these 0700
                 args += ["--perms", "0755", "--dir", directory]
             args += ["--ro-bind", path, path]
+    args += rebind_under_tmp([python, *python_paths(python)])
     for name, value in SANDBOX_ENV.items():
         args += ["--setenv", name, value]
     return args + ["--chdir", "/tmp"]
+
+
+def rebind_under_tmp(paths: list[str]) -> list[str]:
+    """bwrap arguments that bring back, read-only, what the helper needs from under the host's /tmp, which the
+    sandbox's private /tmp hides (a checkout or virtualenv in /tmp, as CI or pytest's tmp_path makes)."""
+    wanted = sorted({os.path.abspath(p) for p in paths if os.path.abspath(p).startswith("/tmp/")})
+    outermost = [p for p in wanted if not any(p.startswith(q + os.sep) for q in wanted if q != p)]
+    args: list[str] = []
+    made: set[str] = set()
+    for path in outermost:
+        parent, chain = os.path.dirname(path), []
+        while parent != "/tmp":
+            chain.insert(0, parent)
+            parent = os.path.dirname(parent)
+        for directory in chain:
+            if directory not in made:  # explicit 0755 so the unprivileged uid can traverse them
+                args += ["--perms", "0755", "--dir", directory]
+                made.add(directory)
+        args += ["--ro-bind", path, path]
+    return args
 
 
 def helper_command(mode: str, slot: int, python: str | None = None) -> tuple[list[str], dict]:
