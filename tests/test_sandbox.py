@@ -201,6 +201,27 @@ def test_modules_loaded_on_demand_stay_per_sample():
         assert (first.verdict, second.verdict, several.verdict) == ("pass", "pass", "pass")
 
 
+def test_samples_see_what_site_would_give(pool):
+    """The helper runs without ``site`` (a smaller forker); samples still get site-packages, ``exit``/``quit`` and
+    ``help``, and only the allowlisted environment."""
+    limits = Limits()
+    installed = pool.run(
+        "import tqdm, sys", "assert tqdm.__version__ and any('site-packages' in p for p in sys.path)", limits
+    )
+    builtins = pool.run("", "assert callable(help) and 'Python' in repr(copyright) and repr(credits)", limits)
+    env = pool.run(
+        "import os",
+        "assert dict(os.environ) == {'PATH': '/usr/local/bin:/usr/bin:/bin', 'HOME': '/tmp', "
+        "'TMPDIR': '/tmp', 'LANG': 'C.UTF-8', 'LC_ALL': 'C.UTF-8', 'PYTHONDONTWRITEBYTECODE': '1', "
+        "'PYTHONIOENCODING': 'utf-8'}, dict(os.environ)",
+        limits,
+    )
+    assert (installed.verdict, builtins.verdict, env.verdict) == ("pass", "pass", "pass"), (installed, builtins, env)
+    for call in ("exit(0)", "quit()"):
+        result = pool.run(call, "assert False", limits)
+        assert result.verdict == "error" and result.reason.startswith("SystemExit("), result
+
+
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     command = [sys.executable, "-m", "lightning_selfalign", "execute", *args]
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
