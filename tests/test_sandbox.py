@@ -222,6 +222,18 @@ def test_samples_see_what_site_would_give(pool):
         assert result.verdict == "error" and result.reason.startswith("SystemExit("), result
 
 
+def test_samples_hold_no_capabilities_and_no_new_privs(pool):
+    """capset runs with arguments built once in the helper; each sample must still end up with nothing."""
+    code = 'status = dict(line.split(":", 1) for line in open("/proc/self/status"))\n'
+    tests = (
+        "for name in ('CapInh', 'CapPrm', 'CapEff', 'CapAmb'):\n"
+        "    assert int(status[name], 16) == 0, (name, status[name])\n"
+        "assert status['NoNewPrivs'].strip() == '1'\n"
+    )
+    results = [pool.run(code, tests, Limits()) for _ in range(3)]
+    assert [r.verdict for r in results] == ["pass"] * 3, results
+
+
 def _cli(*args: str, **kwargs) -> subprocess.Popen:
     command = [sys.executable, "-m", "lightning_selfalign", "execute", *args]
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
