@@ -1,9 +1,9 @@
 """The warm helper: a small long-lived process that has one isolated child forked per sample.
 
-Runs as a script (``python -I helper.py CONFIG_JSON``), inside bubblewrap when available, and imports only
-the standard library, so that nothing of the application is reachable and forking stays cheap. It reads one
-JSON request per line on stdin and writes one JSON verdict per line on stdout, one sample at a time, in order
-(the pool may queue the next request while one runs).
+Runs as a script (``python -I -B -S helper.py CONFIG_JSON``; ``without_site`` gives samples what ``site`` would),
+inside bubblewrap when available, and imports only the standard library, so that nothing of the application is
+reachable and forking stays cheap. It reads one JSON request per line on stdin and writes one JSON verdict per
+line on stdout, one sample at a time, in order (the pool may queue the next request while one runs).
 
 At start (namespace modes) the helper drops to its unprivileged uid, enters a user namespace of its own
 (mapped to that uid, so ``RLIMIT_NPROC`` holds even for root's library), a PID namespace of its own (it is
