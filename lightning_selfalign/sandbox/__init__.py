@@ -23,6 +23,10 @@ directories like /root are hidden); total memory beyond processes x the per-proc
 between samples (shows up as slower runs or timeouts; timeouts are retried once alone); and a sample written
 against this harness: it runs in the harness's interpreter and can find the check counter or the nonce in
 memory and forge a pass. The verdict filters model output; the isolation, not the verdict, is the boundary.
+
+Limitation: samples get a private ``/tmp``, so an interpreter or virtualenv installed under the host's ``/tmp``
+runs the helper (its paths are bound back) but its site-packages are hidden from samples: generated code that
+imports third-party packages needs the environment installed elsewhere.
 """
 
 from __future__ import annotations
