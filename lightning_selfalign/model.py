@@ -195,32 +195,35 @@ class SelfAlignLM(pl.LightningModule):
             # (sum of token losses) / (tokens in the window), exactly Trainer's num_items_in_batch.
             loss = window_loss * accumulate
             window_contribution = window_loss.detach()
-        self._window_loss += float(window_contribution)
-        self._window_tokens += int(label_tokens)
-        self._window_real += int(self._real_tokens(batch))
+        # Kept as device tensors and read once per optimizer step: int()/float() here would make every
+        # micro-batch wait for the GPU. Double precision keeps the logged window loss as exact as before.
+        self._window_loss = self._window_loss + window_contribution.double()
+        self._window_tokens = self._window_tokens + label_tokens
+        self._window_real = self._window_real + self._real_tokens(batch)
         self._window_computed += batch["input_ids"].numel()
         self.log("train/micro_loss", losses.sum().detach() / label_tokens.clamp(min=1), prog_bar=False)
         return loss
 
     @staticmethod
-    def _real_tokens(batch: dict[str, torch.Tensor]) -> int:
+    def _real_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor | int:
         if "num_real_tokens" in batch:
-            return int(batch["num_real_tokens"])
+            return batch["num_real_tokens"]
         if "attention_mask" in batch:
-            return int(batch["attention_mask"].sum())
+            return batch["attention_mask"].sum()
         return batch["input_ids"].numel()
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad.detach().float().norm() for p in self.parameters() if p.grad is not None]
         grad_norm = torch.stack(grads).norm() if grads else torch.tensor(0.0)
         elapsed = max(time.perf_counter() - self._window_start, 1e-9)
+        real = float(self._window_real)
         self.log_dict(
             {
-                "train/loss": self._window_loss,
+                "train/loss": float(self._window_loss),
                 "train/grad_norm": grad_norm.item(),
                 "train/lr": optimizer.param_groups[0]["lr"],
-                "train/tokens_per_s": self._window_real / elapsed,
-                "train/real_token_fraction": self._window_real / max(1, self._window_computed),
+                "train/tokens_per_s": real / elapsed,
+                "train/real_token_fraction": real / max(1, self._window_computed),
                 "train/label_tokens": float(self._window_tokens),
             },
             prog_bar=True,
