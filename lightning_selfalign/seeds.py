@@ -266,8 +266,11 @@ def type_check_mask(seeds: list[dict], notes: list[str]) -> list[bool]:
     return [f"seed_{index}.py" not in failing for index in range(len(seeds))]
 
 
-def exact_duplicate_mask(texts: Sequence[str]) -> list[bool]:
-    """Keep-mask dropping repeats of an earlier text (compared after stripping trailing whitespace)."""
+def identical_source_mask(texts: Sequence[str]) -> list[bool]:
+    """Keep-mask dropping repeats of an earlier source (compared after stripping trailing whitespace).
+
+    Stricter than :func:`lightning_selfalign.dedup.exact_duplicate_mask` (which compares lower-cased word
+    tokens): seeds keep their exact text, and reworded copies are left to the MinHash step that follows."""
     seen: set[str] = set()
     mask = []
     for text in texts:
@@ -289,7 +292,7 @@ def remove_duplicates(seeds: list[dict], filters: SeedFilters, dropped: Counter,
     """The corpus-wide filters, in order: type check, exact and near duplicates, benchmark overlap."""
     if filters.type_check:
         seeds = _keep(seeds, type_check_mask(seeds, notes), "type_error", dropped)
-    seeds = _keep(seeds, exact_duplicate_mask([s["seed"] for s in seeds]), "exact_duplicate", dropped)
+    seeds = _keep(seeds, identical_source_mask([s["seed"] for s in seeds]), "exact_duplicate", dropped)
     if filters.near_duplicate_threshold < 1.0:
         from lightning_selfalign.dedup import near_duplicate_mask
 
