@@ -13,6 +13,7 @@ asserts is ``no_tests``.
 
 import builtins
 import os
+import re
 import sys
 import types
 
@@ -20,6 +21,7 @@ CHECK_NAME = "__selfalign_check__"
 # Bound now: a sample may rebind the builtins (``builtins.AssertionError = SystemExit``) before it fails.
 _ASSERTION_ERROR, _MEMORY_ERROR, _SYSTEM_EXIT, _BASE_EXCEPTION = AssertionError, MemoryError, SystemExit, BaseException
 FILENAME = "main.py"
+_ASSERT_LINE = re.compile(r"[ \t]*assert\b")
 
 
 def _counted(statements: list, first_line: int) -> list:
@@ -52,8 +54,41 @@ def _counted(statements: list, first_line: int) -> list:
     return out
 
 
+def _counted_by_lines(code: str, tests: str) -> str | None:
+    """``code + tests`` with the check counter called right after every assert of the tests, by appending the call
+    to each assert's line; None when that cannot be known to be exact, and the syntax tree must decide.
+
+    Exact when every ``assert`` of the tests starts its own line and the line holds nothing after it that the call
+    could land in or change: no comment, no ``;``, no open bracket (``;`` inside one does not compile, and the
+    caller then takes the tree path). No line of the tests may start inside a string: the tests hold no triple
+    quote, backslash continuation or carriage return, and the code does not end in a backslash (a string the code
+    leaves open otherwise fails to compile either way). Twice as fast as the tree path, which builds and walks a
+    Python syntax tree."""
+    if '"""' in tests or "'''" in tests or "\\\n" in tests or "\r" in tests or code.endswith("\\"):
+        return None
+    lines = tests.split("\n")
+    for index, line in enumerate(lines):
+        if "assert" not in line or line.lstrip(" \t").startswith("#"):  # a comment line stays as it is
+            continue
+        if _ASSERT_LINE.match(line) is None or "#" in line or ";" in line:
+            return None  # an assert that does not start its line, or a line where the call could go astray
+        lines[index] = line + "; " + CHECK_NAME + "()"
+    return code + "\n" + "\n".join(lines)
+
+
 def instrument(code: str, tests: str) -> types.CodeType:
     """Compile code + tests as one module with counted asserts; raises SyntaxError as compile does."""
+    counted = _counted_by_lines(code, tests)
+    if counted is not None:
+        try:
+            return compile(counted, FILENAME, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError):
+            pass  # the tree path gives the error as it stands in the sample's own source
+    return instrument_by_tree(code, tests)
+
+
+def instrument_by_tree(code: str, tests: str) -> types.CodeType:
+    """``instrument`` through the syntax tree: exact for any source."""
     import ast  # see _counted
 
     source = code + "\n" + tests
