@@ -80,6 +80,7 @@ def execute_rows(
             for row in retried:  # alone: the other helpers are idle now
                 _write(out, row, pool.run(row["code"], row["tests"], limits), verdicts, bar)
     finally:
+        bar.set_postfix(dict(verdicts.most_common()), refresh=False)
         bar.close()
         if own_pool:
             pool.close()
@@ -90,9 +91,11 @@ def execute_rows(
 
 def _write(out: JsonlAppender, row: dict, result: ExecutionResult, verdicts: Counter, bar: tqdm) -> None:
     out.write({**row, **result.row_fields()})
+    new_kind = result.verdict not in verdicts
     verdicts[result.verdict] += 1
     bar.update()
-    bar.set_postfix(dict(verdicts.most_common()), refresh=False)
+    if new_kind or bar.n % 32 == 0:  # the counts are shown at most ~10 times a second; formatting them costs
+        bar.set_postfix(dict(verdicts.most_common()), refresh=False)
 
 
 def _stats(verdicts: Counter, skipped: Counter, retried: list, pool: SandboxPool, limits: Limits, seconds: float):

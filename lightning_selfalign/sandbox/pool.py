@@ -1,16 +1,17 @@
 """Warm helpers and the pool that feeds them.
 
 Each :class:`Helper` is one long-lived sandboxed helper process (see ``helper.py``), started with
-``subprocess`` (exec, not a fork of this process's memory). ``map`` runs one thread per helper that keeps
-``PIPELINE`` samples queued at its helper (the helper runs them one at a time, in order, and starts the next
-as soon as it has answered, without waiting for this process), waits for each verdict with a deadline a
-little beyond the sample's own timeout, and replaces the helper when it dies or stops answering: the sample it
-was running gets ``crash``, the ones queued behind it go to the replacement. Answers carry their sample's
+``subprocess`` (exec, not a fork of this process's memory). ``map`` drives all helpers from the calling thread:
+it keeps ``PIPELINE`` samples queued at each (a helper runs them one at a time, in order, and starts the next
+as soon as it has answered, without waiting for this process), waits on all their answers with one ``select``
+and a deadline a little beyond the sample's own timeout, and replaces a helper that dies or stops answering:
+the sample it was running gets ``crash``, the ones queued behind it go to the replacement. Answers carry their sample's
 sequence number, so a helper can never hand one sample's verdict to another.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -82,6 +83,12 @@ class _Spawner:
         return value
 
 
+@functools.lru_cache(maxsize=16)
+def _fields(limits: Limits) -> dict:
+    """``asdict(limits)``, made once per distinct limits (asdict deep-copies: it was a tenth of our CPU per sample)."""
+    return asdict(limits)
+
+
 _spawner = _Spawner()
 _slots = itertools.count()  # every helper of this process gets its own uid (when root)
 _sequence = itertools.count()  # numbers every sample sent to a helper; its answer carries the number back
@@ -96,6 +103,7 @@ class Helper:
         self.uid = sandbox_ids(slot)[0]
         self.mode = mode
         self.proc = _spawner.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+        self.fileno = self.proc.stdout.fileno()
         self._buffer = b""
         self._sent: deque[int] = deque()  # sequence numbers of the queued samples, oldest first
         ready = self._read_line(START_TIMEOUT_S)
@@ -130,7 +138,7 @@ class Helper:
     def submit(self, code: str, tests: str, limits: Limits) -> None:
         """Queue one sample at the helper (it runs them in order); raises HelperDied if it is gone."""
         seq = next(_sequence)
-        request = {"seq": seq, "code": code, "tests": tests, "nonce": secrets.token_hex(16), "limits": asdict(limits)}
+        request = {"seq": seq, "code": code, "tests": tests, "nonce": secrets.token_hex(16), "limits": _fields(limits)}
         try:
             self.proc.stdin.write(json.dumps(request).encode() + b"\n")
             self.proc.stdin.flush()
@@ -143,8 +151,21 @@ class Helper:
         timeout counts from now. Raises HelperDied if the helper is gone, hangs, or answers out of order."""
         if not self._sent:
             raise HelperDied("no sample queued at this helper")
+        return self._answer(self._read_line(limits.timeout_s + SLACK_S))
+
+    def answers(self) -> Iterator[ExecutionResult]:
+        """The verdicts that have arrived, oldest first, after one read (call it when ``fileno`` is readable).
+        Raises HelperDied, after the verdicts before it, if the helper is gone or answers out of order."""
+        chunk = os.read(self.fileno, 1 << 20)
+        if not chunk:
+            raise HelperDied(f"helper exited: {self._stderr_tail()}")
+        self._buffer += chunk
+        while b"\n" in self._buffer and self._sent:
+            line, _, self._buffer = self._buffer.partition(b"\n")
+            yield self._answer(json.loads(line))
+
+    def _answer(self, reply: dict) -> ExecutionResult:
         expected = self._sent.popleft()
-        reply = self._read_line(limits.timeout_s + SLACK_S)
         if reply.pop("seq", None) != expected:
             raise HelperDied(f"answer out of order (expected sample {expected})")
         return ExecutionResult(**reply)
@@ -181,6 +202,19 @@ def start_helper(mode: str, allow_unsafe: bool) -> Helper:
     )
 
 
+class _Slot:
+    """One helper during ``map``: the items queued at it (the first one running) and one held back until it is idle."""
+
+    def __init__(self, helper: Helper) -> None:
+        self.helper = helper
+        self.queued: deque = deque()
+        self.held: Any = None
+        self.since = time.monotonic()  # when the first queued item started running
+
+
+_END = object()
+
+
 class SandboxPool:
     """``workers`` warm helpers in one isolation mode; thread-safe ``run`` and an unordered ``map``."""
 
@@ -211,103 +245,112 @@ class SandboxPool:
         return result
 
     def map(self, items: Iterable[Any], limits: Limits, sample: Callable[[Any], tuple[str, str]]) -> Iterator:
-        """Yield ``(item, ExecutionResult)`` in completion order; ``sample(item)`` gives (code, tests)."""
-        todo: queue.Queue = queue.Queue(maxsize=self.workers * 4)
-        done: queue.Queue = queue.Queue()
-        stop = object()
+        """Yield ``(item, ExecutionResult)`` in completion order; ``sample(item)`` gives (code, tests).
 
-        def work() -> None:
-            helper = self.helpers.get()
-            queued: deque = deque()  # items queued at `helper`, the one it is running first
-            held = None  # an item too large to queue behind another: sent once the helper is idle
-            more = True
-            try:
-                while more or queued or held is not None:
-                    try:
-                        while more and held is None and len(queued) < PIPELINE:
-                            try:  # wait for new work only when the helper has nothing to do
-                                item = todo.get(block=not queued)
-                            except queue.Empty:
-                                break
-                            if item is stop:
-                                more = False
-                            elif queued and not _fits_in_pipe(item, sample):
-                                held = item
-                            else:
-                                helper = self._submit(helper, queued, item, sample, limits, done)
-                        if queued:
-                            helper = self._receive(helper, queued, sample, limits, done)
-                        elif held is not None:
-                            helper, held = self._submit(helper, queued, held, sample, limits, done), None
-                    except Exception as exc:  # e.g. no replacement helper starts: answer, keep the batch going
-                        while queued:
-                            done.put((queued.popleft(), ExecutionResult("crash", f"{type(exc).__name__}: {exc}", 0, 0)))
-                        helper = self._fresh(helper)  # it may still hold samples we no longer wait for
-            finally:
-                self.helpers.put(helper)
-
-        threads = [threading.Thread(target=work, daemon=True) for _ in range(self.workers)]
-        for thread in threads:
-            thread.start()
-        pending, stopped = 0, False
+        One thread drives every helper: it keeps ``PIPELINE`` samples queued at each and waits on all of their
+        answers with one ``select`` (a thread per helper cost more in queue hand-offs and switches than the
+        dispatching itself). A helper that dies or stops answering is replaced: the sample it was running gets
+        ``crash``, the ones queued behind it (never started) go to the replacement."""
+        slots = [_Slot(self.helpers.get()) for _ in range(self.workers)]
+        feed, more = iter(items), True
         try:
-            for item in items:
-                todo.put(item)  # workers never wait on `done`, so this blocks only until one is free
-                pending += 1
-                while not done.empty():
-                    pending -= 1
-                    yield done.get()
-            for _ in threads:
-                todo.put(stop)
-            stopped = True
-            while pending:
-                pending -= 1
-                yield done.get()
-        finally:  # also when the caller stops early or `items` raises: drop unstarted work, get the helpers back
-            while not stopped:
+            while True:
+                answered: list = []
+                for slot in slots:
+                    more = self._fill(slot, feed, more, sample, limits, answered)
+                busy = [slot for slot in slots if slot.queued]
+                if busy:
+                    self._collect(busy, sample, limits, answered)
+                yield from answered
+                if not busy and not answered and not more:
+                    return
+        finally:  # also when the caller stops early or `items` raises: settle what is queued, give the helpers back
+            for slot in slots:
                 try:
-                    todo.get_nowait()
-                except queue.Empty:
-                    for _ in threads:
-                        todo.put(stop)
-                    stopped = True
-            for thread in threads:
-                thread.join()
+                    while slot.queued:
+                        self._answer_oldest(slot, sample, limits, [])
+                except Exception:
+                    slot.helper = self._fresh(slot.helper)
+                self.helpers.put(slot.helper)
 
-    def _submit(self, helper: Helper, queued: deque, item: Any, sample: Callable, limits: Limits, done) -> Helper:
-        """Queue ``item`` at ``helper`` and append it to ``queued``; returns the helper (a replacement if it died).
-        An item that cannot be sent (it is broken, or no helper starts) is answered ``crash`` here."""
+    def _fill(self, slot: _Slot, feed: Iterator, more: bool, sample: Callable, limits: Limits, answered: list) -> bool:
+        """Queue items at ``slot`` up to ``PIPELINE`` (a large one only once it is idle); False once ``feed`` ends."""
+        while more and slot.held is None and len(slot.queued) < PIPELINE:
+            item = next(feed, _END)
+            if item is _END:
+                more = False
+            elif slot.queued and not _fits_in_pipe(item, sample):
+                slot.held = item
+            else:
+                self._submit(slot, item, sample, limits, answered)
+        if not slot.queued and slot.held is not None:
+            item, slot.held = slot.held, None
+            self._submit(slot, item, sample, limits, answered)
+        return more
+
+    def _submit(self, slot: _Slot, item: Any, sample: Callable, limits: Limits, answered: list) -> None:
+        """Queue ``item`` at the slot's helper (a replacement if it died). An item that cannot be sent (it is broken,
+        or no helper starts) is answered ``crash`` here."""
         try:
             code, tests = sample(item)
             try:
-                helper.submit(code, tests, limits)
+                slot.helper.submit(code, tests, limits)
             except HelperDied:  # answer what it had (each read finds its verdict or crashes it), then replace it
-                dead = helper
-                while queued:
-                    helper = self._receive(helper, queued, sample, limits, done)
-                if helper is dead:
-                    helper = self._replace(helper)
-                helper.submit(code, tests, limits)
+                dead = slot.helper
+                while slot.queued:
+                    self._answer_oldest(slot, sample, limits, answered)
+                if slot.helper is dead:
+                    slot.helper = self._replace(slot.helper)
+                slot.helper.submit(code, tests, limits)
         except Exception as exc:
-            done.put((item, ExecutionResult("crash", f"{type(exc).__name__}: {exc}", 0, 0.0)))
-            return helper
-        queued.append(item)
-        return helper
+            answered.append((item, ExecutionResult("crash", f"{type(exc).__name__}: {exc}", 0, 0.0)))
+            return
+        if not slot.queued:
+            slot.since = time.monotonic()
+        slot.queued.append(item)
 
-    def _receive(self, helper: Helper, queued: deque, sample: Callable, limits: Limits, done) -> Helper:
-        """Answer the oldest of ``queued``. If the helper died running it, that one is ``crash`` and the ones queued
-        behind it (never started: a helper runs one at a time) are queued again at a replacement."""
-        item = queued.popleft()
-        started = time.monotonic()
+    def _collect(self, busy: list[_Slot], sample: Callable, limits: Limits, answered: list) -> None:
+        """Wait until some helper answers or the first one is overdue; answer what came, replace what failed."""
+        patience = limits.timeout_s + SLACK_S  # the helper enforces the timeout; this only catches one that hangs
+        wait = min(slot.since for slot in busy) + patience - time.monotonic()
+        by_fd = {slot.helper.fileno: slot for slot in busy}
+        ready = select.select(list(by_fd), [], [], max(0.0, wait))[0]
+        for fd in ready:
+            slot = by_fd[fd]
+            try:
+                for result in slot.helper.answers():
+                    answered.append((slot.queued.popleft(), result))
+                    slot.since = time.monotonic()  # the next queued sample started when this answer was sent
+            except HelperDied as exc:
+                self._helper_failed(slot, exc, sample, limits, answered)
+        now = time.monotonic()
+        for slot in busy:
+            if slot.queued and now - slot.since >= patience:
+                self._helper_failed(slot, HelperDied(f"no answer within {patience:.0f} s"), sample, limits, answered)
+
+    def _answer_oldest(self, slot: _Slot, sample: Callable, limits: Limits, answered: list) -> None:
+        """Wait for the verdict of the oldest queued item."""
         try:
-            done.put((item, helper.receive(limits)))
-            return helper
+            answered.append((slot.queued[0], slot.helper.receive(limits)))
+            slot.queued.popleft()
         except HelperDied as exc:
-            done.put((item, ExecutionResult("crash", f"sandbox helper died: {exc}", 0, time.monotonic() - started)))
-        helper = self._replace(helper)
-        for waiting in queued:
-            helper.submit(*sample(waiting), limits)
-        return helper
+            self._helper_failed(slot, exc, sample, limits, answered)
+
+    def _helper_failed(self, slot: _Slot, exc: HelperDied, sample: Callable, limits: Limits, answered: list) -> None:
+        """The oldest queued item (the one running) is ``crash``; the rest go to a replacement helper. If that
+        fails too, they are ``crash`` as well and the slot gets whatever helper can be had."""
+        crash = ExecutionResult("crash", f"sandbox helper died: {exc}", 0, time.monotonic() - slot.since)
+        answered.append((slot.queued.popleft(), crash))
+        try:
+            slot.helper = self._replace(slot.helper)
+            slot.since = time.monotonic()
+            for waiting in slot.queued:
+                slot.helper.submit(*sample(waiting), limits)
+        except Exception as failure:  # e.g. no replacement helper starts: answer, keep the batch going
+            crash = ExecutionResult("crash", f"{type(failure).__name__}: {failure}", 0, 0)
+            while slot.queued:
+                answered.append((slot.queued.popleft(), crash))
+            slot.helper = self._fresh(slot.helper)  # it may still hold samples we no longer wait for
 
     def _replace(self, helper: Helper) -> Helper:
         helper.close()
