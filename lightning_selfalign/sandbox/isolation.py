@@ -39,6 +39,11 @@ SANDBOX_ENV = {
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONIOENCODING": "utf-8",
 }
+# The helper starts with these too, then reduces its environment to SANDBOX_ENV before any sample is forked.
+# LD_BIND_NOW: the dynamic linker resolves every symbol of libpython and libc when the helper starts, rather than
+# on first call, which in each forked sample meant a symbol search and a copy-on-write fault per newly called
+# function (~14 faults a sample).
+HELPER_ENV = {**SANDBOX_ENV, "LD_BIND_NOW": "1"}
 UID_BASE = 200_000
 COMMON = [
     "output drained and capped",
@@ -151,7 +156,7 @@ def bwrap_prefix(as_root: bool, python: str) -> list[str]:
                 args += ["--perms", "0755", "--dir", directory]
             args += ["--ro-bind", path, path]
     args += rebind_under_tmp([python, *python_paths(python)])
-    for name, value in SANDBOX_ENV.items():
+    for name, value in HELPER_ENV.items():
         args += ["--setenv", name, value]
     return args + ["--chdir", "/tmp"]
 
@@ -197,7 +202,7 @@ def helper_command(mode: str, slot: int, python: str | None = None) -> tuple[lis
     config["sys_path"] = isolated_sys_path(python)
     no_site = ["-S"] if config["sys_path"] is not None else []
     argv = [python, "-I", "-B", *no_site, str(HELPER), json.dumps(config)]
-    popen: dict = {"env": dict(SANDBOX_ENV), "cwd": "/", "start_new_session": True}
+    popen: dict = {"env": dict(HELPER_ENV), "cwd": "/", "start_new_session": True}
     if mode == "bwrap":
         argv = bwrap_prefix(as_root, python) + argv
         config["drop_to_uid"] = as_root
