@@ -80,7 +80,8 @@ def execute_rows(
             for row in retried:  # alone: the other helpers are idle now
                 _write(out, row, pool.run(row["code"], row["tests"], limits), verdicts, bar)
     finally:
-        bar.set_postfix(dict(verdicts.most_common()), refresh=False)
+        if not bar.disable:
+            bar.set_postfix(dict(verdicts.most_common()), refresh=False)
         bar.close()
         if own_pool:
             pool.close()
@@ -94,7 +95,7 @@ def _write(out: JsonlAppender, row: dict, result: ExecutionResult, verdicts: Cou
     new_kind = result.verdict not in verdicts
     verdicts[result.verdict] += 1
     bar.update()
-    if new_kind or bar.n % 32 == 0:  # the counts are shown at most ~10 times a second; formatting them costs
+    if not bar.disable and (new_kind or bar.n % 32 == 0):  # shown ~10 times a second; formatting them costs
         bar.set_postfix(dict(verdicts.most_common()), refresh=False)
 
 
