@@ -62,8 +62,8 @@ def _counted_by_lines(code: str, tests: str) -> str | None:
     could land in or change: no comment, no ``;``, no open bracket (``;`` inside one does not compile, and the
     caller then takes the tree path). No line of the tests may start inside a string: the tests hold no triple
     quote, backslash continuation or carriage return, and the code does not end in a backslash (a string the code
-    leaves open otherwise fails to compile either way). Twice as fast as the tree path, which builds and walks a
-    Python syntax tree."""
+    leaves open otherwise fails to compile either way). Cheaper than the tree path, which builds and walks a
+    Python syntax tree (0.24 against 0.32-0.55 ms per HumanEval program, measured side by side)."""
     if '"""' in tests or "'''" in tests or "\\\n" in tests or "\r" in tests or code.endswith("\\"):
         return None
     lines = tests.split("\n")

@@ -229,9 +229,9 @@ def _receive_job(sock: socket.socket, buffer: bytearray) -> tuple[dict | None, l
             return None, fds
         header += chunk
     length = struct.unpack("<Q", header)[0]
-    if length > len(buffer):
-        buffer.extend(bytes(length - len(buffer)))
-    view, got = memoryview(buffer), 0
+    # A job larger than the buffer (a huge source) gets memory of its own, freed after it: a buffer grown to fit it
+    # would stay that large and make every later fork copy its pages.
+    view, got = memoryview(buffer if length <= len(buffer) else bytearray(length)), 0
     while got < length:
         count = sock.recv_into(view[got:length])
         if not count:
