@@ -1,13 +1,16 @@
 """GPU readiness: MFU and peak memory of the training step on one GPU.
 
-1. ~1B StarCoder2-architecture model (random init), packed rows, flash attention (sdpa when flash-attn is
-   missing), bf16 weights, HF Adafactor: model FLOPs utilisation and peak memory, through the same
-   ``SelfAlignLM`` forward/loss/optimizer code that ``selfalign fit`` runs.
+1. ~1B StarCoder2-architecture model (random init), packed rows, bf16 weights, HF Adafactor: model FLOPs
+   utilisation, step time split into forward+backward and optimizer, and peak memory, for each attention
+   kernel asked for (default: flash_attention_2 when flash-attn is installed, else sdpa with our dense packed
+   mask and flex_attention with transformers' block mask), through the same mask / loss / optimizer code that
+   ``selfalign fit`` runs.
 2. The StarCoder2-15B config (random init, bf16, gradient checkpointing, Adafactor): peak memory of one
    optimizer step at sequence 1280 and 4096.
 
     python bench/gpu_train.py                      # on an H100/H200: both parts, JSON on stdout
     python bench/gpu_train.py --smoke              # CPU, tiny shapes: checks the script itself runs
+    python bench/gpu_train.py --attn sdpa --skip_15b
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 
 import torch
 
-from lightning_selfalign.model import packed_attention_mask, token_losses
+from lightning_selfalign.model import DENSE_MASK_ATTENTION, packed_attention_mask, token_losses
 from lightning_selfalign.optimizers import build_optimizer
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -38,6 +41,7 @@ def starcoder2_config(size: str):
         vocab_size=49152 if size != "smoke" else 512, hidden_size=hidden, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv, intermediate_size=mlp, max_position_embeddings=16384,
         residual_dropout=0.0, embedding_dropout=0.0, attention_dropout=0.0, use_cache=False,
+        bos_token_id=0, eos_token_id=0,  # as StarCoder2-15B's own config (the class default lies outside the vocab)
     )  # fmt: skip
 
 
@@ -69,16 +73,25 @@ def packed_batch(vocab: int, rows: int, length: int, device: str) -> dict[str, t
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def train_step(model, optimizer, batch, attn: str) -> float:
+def forward_backward(model, batch, attn: str) -> torch.Tensor:
     mask = None
-    if attn != "flash_attention_2":
+    if attn in DENSE_MASK_ATTENTION:
         mask = packed_attention_mask(batch["position_ids"], next(model.parameters()).dtype)
     logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask).logits
     losses, labelled = token_losses(logits, batch["labels"])
     loss = losses.sum() / labelled.sum()
     loss.backward()
+    return loss.detach()
+
+
+def optimizer_step(optimizer) -> None:
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def train_step(model, optimizer, batch, attn: str) -> float:
+    loss = forward_backward(model, batch, attn)
+    optimizer_step(optimizer)
     return float(loss)
 
 
@@ -96,11 +109,17 @@ def measure_mfu(size: str, device: str, attn: str, rows: int, length: int, steps
     sync(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    backward_s = optimizer_s = 0.0
     for _ in range(steps):
-        train_step(model, optimizer, batch, attn)
-    sync(device)
-    seconds = (time.perf_counter() - start) / steps
+        start = time.perf_counter()
+        forward_backward(model, batch, attn)
+        sync(device)
+        middle = time.perf_counter()
+        optimizer_step(optimizer)
+        sync(device)
+        backward_s += middle - start
+        optimizer_s += time.perf_counter() - middle
+    seconds = (backward_s + optimizer_s) / steps
     tokens = rows * length
     achieved = flops_per_token(model, model.config, length) * tokens / seconds
     peak = peak_tflops() * 1e12
@@ -110,6 +129,8 @@ def measure_mfu(size: str, device: str, attn: str, rows: int, length: int, steps
         "attn": attn,
         "tokens_per_step": tokens,
         "step_s": seconds,
+        "forward_backward_s": backward_s / steps,
+        "optimizer_s": optimizer_s / steps,
         "tokens_per_s": tokens / seconds,
         "achieved_tflops": achieved / 1e12,
         "mfu": achieved / peak if peak else None,
@@ -129,7 +150,12 @@ def measure_memory(size: str, device: str, attn: str, lengths: list[int]) -> lis
         try:
             train_step(model, optimizer, batch, attn)
             sync(device)
-            results.append({"model": size, "seq": length, "peak_memory_gib": peak_memory(device), "fits": True})
+            start = time.perf_counter()
+            train_step(model, optimizer, batch, attn)
+            sync(device)
+            seconds = time.perf_counter() - start
+            results.append({"model": size, "seq": length, "peak_memory_gib": peak_memory(device), "fits": True,
+                            "step_s": seconds, "tokens_per_s": length / seconds})  # fmt: skip
         except torch.cuda.OutOfMemoryError:
             results.append({"model": size, "seq": length, "peak_memory_gib": None, "fits": False})
     return results
@@ -151,30 +177,45 @@ def peak_tflops() -> float:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), 0.0)
 
 
+def default_kernels(device: str) -> list[str]:
+    if device != "cuda":
+        return ["sdpa"]  # flex attention has no backward on CPU
+    try:
+        import flash_attn  # noqa: F401
+
+        return ["flash_attention_2"]
+    except ImportError:
+        return ["sdpa", "flex_attention"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (checks the script, no numbers)")
     parser.add_argument("--rows", type=int, default=4, help="packed rows per step for the 1B MFU run")
     parser.add_argument("--length", type=int, default=4096, help="tokens per packed row for the 1B MFU run")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--attn", default=None, help="comma-separated attention kernels for the 1B run")
     parser.add_argument("--skip_15b", action="store_true")
     args = parser.parse_args()
 
     device = "cpu" if args.smoke else "cuda"
-    try:
-        import flash_attn  # noqa: F401
-
-        attn = "flash_attention_2" if device == "cuda" else "sdpa"
-    except ImportError:
-        attn = "sdpa"
+    kernels = args.attn.split(",") if args.attn else default_kernels(device)
     report = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__}
     size = "smoke" if args.smoke else "1b"
     rows, length = (2, 256) if args.smoke else (args.rows, args.length)
-    report["mfu_1b"] = measure_mfu(size, device, attn, rows, length, 2 if args.smoke else args.steps)
-    print(json.dumps(report, indent=2), flush=True)
+    report["mfu_1b"] = []
+    for attn in kernels:
+        try:
+            result = measure_mfu(size, device, attn, rows, length, 2 if args.smoke else args.steps)
+        except Exception as exc:  # one kernel failing (a compile error, say) still reports the others
+            result = {"model": size, "attn": attn, "error": f"{type(exc).__name__}: {exc}"[:500]}
+        report["mfu_1b"].append(result)
+        print(json.dumps(result), flush=True)
+        if device == "cuda":
+            torch.cuda.empty_cache()
     if not args.skip_15b:
         big = "smoke" if args.smoke else "15b"
-        report["memory_15b"] = measure_memory(big, device, attn, [128, 256] if args.smoke else [1280, 4096])
+        report["memory_15b"] = measure_memory(big, device, kernels[0], [128, 256] if args.smoke else [1280, 4096])
     print(json.dumps(report, indent=2))
 
 

@@ -47,6 +47,23 @@ def active_dropout(module: torch.nn.Module) -> list[str]:
     return active
 
 
+# Attention kernels that take a packed row's example boundaries as a dense (B, 1, T, T) mask from us. The others
+# (flash_attention_2, flex_attention) get them from the position ids alone: flash-attn as variable-length
+# sequences, flex attention as a block mask transformers builds, which skips the blocks across examples.
+DENSE_MASK_ATTENTION = frozenset({"sdpa", "eager"})
+
+
+def require_packed_flex_attention() -> None:
+    """flex_attention finds a packed row's examples in its position ids only with transformers' packed-mask support."""
+    try:
+        from transformers.masking_utils import find_packed_sequence_indices  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "--model.attn_implementation flex_attention needs a transformers that builds packed-sequence masks "
+            "from position ids (masking_utils.find_packed_sequence_indices); upgrade transformers or use sdpa"
+        ) from None
+
+
 def packed_attention_mask(position_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Additive (B, 1, T, T) mask: causal within each example, nothing across examples.
 
@@ -97,7 +114,9 @@ class SelfAlignLM(pl.LightningModule):
 
     Args:
         model_name_or_path: Hugging Face model id or local folder (any ``AutoModelForCausalLM``).
-        attn_implementation: ``flash_attention_2`` (GPU, needs the flash-attn extra), ``sdpa`` or ``eager``.
+        attn_implementation: ``flash_attention_2`` (GPU, needs the flash-attn extra), ``flex_attention``
+            (GPU; PyTorch's block-sparse kernel: packed rows skip the blocks across examples), ``sdpa`` or
+            ``eager``.
         gradient_checkpointing: Recompute activations in the backward pass to save memory.
         optimizer: ``adafactor`` (Hugging Face Adafactor as the reference used it), ``adamw``, or the
             bitsandbytes ``adamw_8bit`` / ``paged_adamw_8bit``.
@@ -114,7 +133,7 @@ class SelfAlignLM(pl.LightningModule):
     def __init__(
         self,
         model_name_or_path: str,
-        attn_implementation: Literal["flash_attention_2", "sdpa", "eager"] = "sdpa",
+        attn_implementation: Literal["flash_attention_2", "flex_attention", "sdpa", "eager"] = "sdpa",
         gradient_checkpointing: bool = False,
         optimizer: OptimizerName = "adafactor",
         learning_rate: float = 1e-5,
@@ -165,7 +184,7 @@ class SelfAlignLM(pl.LightningModule):
         attention_mask = batch.get("attention_mask")
         position_ids = batch.get("position_ids")
         packed = attention_mask is None and position_ids is not None
-        if packed and self.hparams.attn_implementation != "flash_attention_2":
+        if packed and self.hparams.attn_implementation in DENSE_MASK_ATTENTION:
             attention_mask = packed_attention_mask(position_ids, self._compute_dtype())
         return self.model(
             input_ids=batch["input_ids"], attention_mask=attention_mask, position_ids=position_ids, use_cache=False
@@ -298,6 +317,8 @@ def load_causal_lm(
         from lightning_selfalign.flash import require_flash_attention
 
         require_flash_attention()
+    if attn_implementation == "flex_attention":
+        require_packed_flex_attention()
     model = AutoModelForCausalLM.from_pretrained(
         model_name_or_path,
         config=config,

@@ -102,6 +102,28 @@ def test_no_attention_across_example_boundaries(tiny_model):
     assert not torch.allclose(before[first:second], after[first:second])
 
 
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("attn", ["eager", "sdpa", "flex_attention"])
+def test_every_attention_kernel_keeps_packed_examples_apart(tiny_model, tiny_model_dir, attn):
+    """SelfAlignLM's forward on a packed row equals each example run alone, whichever kernel computes it
+    (eager/sdpa read our dense mask, flex_attention a block mask transformers builds from the position ids)."""
+    from lightning_selfalign.model import SelfAlignLM
+
+    ids, masks = _examples(4, seed=2)
+    packed = PlannedBatches(_Examples(ids, masks), packing=True, pad_id=0)[BatchSpec(((0, 1, 2, 3),), 0.0)]
+    module = SelfAlignLM(model_name_or_path=str(tiny_model_dir), attn_implementation=attn)
+    module.configure_model()
+    module.eval()
+    with torch.no_grad():
+        logits = module(packed)[0]
+    start = 0
+    for example in ids:
+        with torch.no_grad():
+            alone = tiny_model(input_ids=torch.tensor([example])).logits[0]
+        assert torch.allclose(logits[start : start + len(example)], alone, atol=1e-4), attn
+        start += len(example)
+
+
 def test_packed_batch_layout():
     ids, masks = [[5, 6, 7], [8, 9]], [[0, 1, 1], [0, 1]]
     batch = PlannedBatches(_Examples(ids, masks), packing=True, pad_id=0)[BatchSpec(((0, 1), (1,)), 12.0)]
