@@ -14,9 +14,10 @@ work (JSON, parsing, compiling) would write hundreds per sample. Per sample the 
 (small ones; large ones compile in the child under the clock), and sends it with the two pipe fds to the
 forker, which imports any allowlisted module the source names that it has not loaded yet (so later samples get
 it free, while the forker stays as small as the workload allows), unshares a fresh PID namespace and forks:
-the child is PID 1 there, so when it dies the kernel kills every process it started. The forker hands back a
-pidfd and, once it has reaped the child, its wait status. The child sets rlimits, redirects
-stdin/stdout/stderr, drops its capabilities (no-new-privs it inherits from the forker) and runs the harness.
+the child is PID 1 there, so when it dies the kernel kills every process it started. The forker hands back its
+pid (the helper opens a pidfd of it) and, once it has reaped the child, its wait status. The child sets the
+rlimits, redirects stdin/stdout/stderr, drops its capabilities (no-new-privs it inherits from the forker) and runs
+the harness.
 The helper drains the output, enforces the wall clock from outside with SIGKILL (through the pidfd), wipes the
 scratch dirs, and turns the harness report or the exit status into a verdict.
 """
@@ -61,7 +62,9 @@ _IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import\b|import[ \
 libc = ctypes.CDLL(None, use_errno=True)
 # Made once here, before the forker, not in each sample: resolving the function and building the ctypes arrays in
 # a freshly forked child copied ~75 pages (~0.1 ms per sample). Each child uses its own copy-on-write copy.
-_capset = libc.capset
+# Through a handle that does not save errno: with use_errno every call swaps errno through the thread state's dict,
+# which in a freshly forked child copied ~15 more pages per sample. On failure the call is repeated through ``libc``.
+_capset = ctypes.CDLL(None).capset
 _CAP_HEADER = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
 _CAP_NONE = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: all empty, for both 32-bit words
 
@@ -139,44 +142,59 @@ def drop_capabilities() -> None:
     forker, inherited) and a non-root uid, exec cannot raise capabilities back, so an empty permitted set stays
     empty.
     """
-    _check(_capset(_CAP_HEADER, _CAP_NONE), "capset")
+    if _capset(_CAP_HEADER, _CAP_NONE):
+        _check(libc.capset(_CAP_HEADER, _CAP_NONE), "capset")
 
 
-def set_rlimits(limits: dict) -> None:
-    mb = 1 << 20
-    caps = {
-        resource.RLIMIT_AS: limits["memory_mb"] * mb,
-        resource.RLIMIT_FSIZE: limits["file_size_mb"] * mb,
-        resource.RLIMIT_CPU: int(limits["timeout_s"]) + 2,
-        resource.RLIMIT_NOFILE: limits["open_files"],
-        resource.RLIMIT_CORE: 0,
-        resource.RLIMIT_NPROC: limits["processes"] + 3,  # the helper, its waiting parent and the forker count too
-    }
-    for which, value in caps.items():
-        resource.setrlimit(which, (value, value))
+_RLIMITS: dict = {}
 
 
-def redirect_fds(output_w: int, result_w: int) -> None:
-    """stdin from /dev/null, stdout+stderr to the drained output pipe, the result pipe at RESULT_FD; close the rest."""
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(output_w, 1)
-    os.dup2(output_w, 2)
-    os.dup2(result_w, RESULT_FD)
-    os.set_inheritable(RESULT_FD, False)
+def rlimit_pairs(limits: dict) -> tuple:
+    """``((resource, (soft, hard)), ...)`` for ``limits``, made once per distinct limits by the helper and sent with
+    each job, so that the sample only calls ``setrlimit`` (building them in the child copied ~10 more pages)."""
+    key = tuple(sorted(limits.items()))
+    if key not in _RLIMITS:
+        mb = 1 << 20
+        caps = (
+            (resource.RLIMIT_AS, limits["memory_mb"] * mb),
+            (resource.RLIMIT_FSIZE, limits["file_size_mb"] * mb),
+            (resource.RLIMIT_CPU, int(limits["timeout_s"]) + 2),
+            (resource.RLIMIT_NOFILE, limits["open_files"]),
+            (resource.RLIMIT_CORE, 0),
+            (resource.RLIMIT_NPROC, limits["processes"] + 3),  # the helper, its waiting parent and the forker count too
+        )
+        _RLIMITS[key] = tuple((which, (value, value)) for which, value in caps)
+    return _RLIMITS[key]
+
+
+def redirect_fds(devnull: int, output_w: int, result_w: int) -> None:
+    """stdin from /dev/null (``devnull``, opened once by the forker), stdout+stderr to the drained output pipe, the
+    result pipe at RESULT_FD; close the rest."""
+    dup2 = os.dup2
+    dup2(devnull, 0)
+    dup2(output_w, 1)
+    dup2(output_w, 2)
+    dup2(result_w, RESULT_FD, False)
     os.closerange(3, RESULT_FD)
     os.closerange(RESULT_FD + 1, 65536)
 
 
 def run_sample_process(job: dict, config: dict, output_w: int, result_w: int) -> None:
-    """The forked sample (PID 1 of its own namespace when namespaces are on): lock down, run the harness."""
+    """The forked sample (PID 1 of its own namespace when namespaces are on): lock down, run the harness.
+
+    Every page a fresh child writes is copied, so this path is kept to few calls and no new objects: the rlimit
+    pairs come ready-made, /dev/null is already open, and with namespaces the working directory (/tmp, private to
+    the helper's mount namespace) is the forker's own."""
     try:
         if not config["namespaces"]:  # with them, the helper (its PID namespace's init) dies if the forker does
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         os.setsid()
-        os.chdir(job["scratch"] or "/tmp")
-        redirect_fds(output_w, result_w)
-        set_rlimits(job["limits"])
+        if job["scratch"]:
+            os.chdir(job["scratch"])
+        redirect_fds(config["devnull"], output_w, result_w)
+        setrlimit = resource.setrlimit
+        for which, pair in job["rlimits"]:
+            setrlimit(which, pair)
         drop_capabilities()  # the environment is already the allowlist: set_environment ran before the forker was made
     except BaseException as exc:
         os.write(result_w, f"\nSELFALIGN-SETUP {job['nonce']} {type(exc).__name__}: {exc}\n".encode())
@@ -258,10 +276,13 @@ def set_environment(config: dict) -> None:
 
 
 def serve_forks(sock: socket.socket, config: dict) -> None:
-    """The forker's loop: per job, fork the sample, send back a pidfd of it, reap it and send its exit status
+    """The forker's loop: per job, fork the sample, send back its pid, reap it and send its exit status
     with the CPU the fork, the sample and the reaping took. Sets no-new-privs first, once, for every sample."""
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # once, here: every sample inherits it
+    config["devnull"] = os.open(os.devnull, os.O_RDONLY)  # every sample's stdin
+    if config["namespaces"]:
+        os.chdir("/tmp")  # every sample's working directory: its scratch, private to the helper's mount namespace
     buffer = bytearray(1 << 16)
     gc.freeze()
     while True:
@@ -273,11 +294,9 @@ def serve_forks(sock: socket.socket, config: dict) -> None:
             preload(job["imports"])
             set_environment(config)  # in case an import changed it
         pid = fork_sample(job, config, *fds)
-        for fd in fds:
-            os.close(fd)
-        pidfd = os.pidfd_open(pid)  # race-free: only we can reap it, and we have not yet
-        socket.send_fds(sock, [struct.pack("<q", pid)], [pidfd])
-        os.close(pidfd)
+        os.close(fds[0])
+        os.close(fds[1])
+        sock.sendall(struct.pack("<q", pid))  # the helper opens its own pidfd of it
         _, status, usage = os.wait4(pid, 0)  # the sample's CPU comes with it: no getrusage calls
         sock.sendall(struct.pack("<qd", status, time.process_time() - cpu_started + usage.ru_utime + usage.ru_stime))
 
@@ -296,32 +315,43 @@ def new_imports(code: str, tests: str, imported: set[str]) -> list[str]:
     return names
 
 
-def start_sample(job: dict, config: dict, output_w: int, result_w: int) -> tuple[int, int]:
-    """Have the forker start a sample; returns (pid, pidfd)."""
+def start_sample(job: dict, config: dict, output_w: int, result_w: int) -> tuple[int, int | None]:
+    """Have the forker start a sample; returns (pid, pidfd), the pidfd None when the sample has already been reaped.
+
+    The pidfd is opened here rather than passed by the forker: its pid cannot have been reused in between, since
+    the forker forks nothing until our next job and a sample's own processes die with it (it is PID 1 of its
+    namespace; without namespaces its leftovers could fork, but then the forker has reported the exit already and
+    the pidfd is never used to kill)."""
     blob = marshal.dumps(job)
     forker = config["forker"]
     socket.send_fds(forker, [struct.pack("<Q", len(blob)) + blob], [output_w, result_w])
-    reply, fds, _, _ = socket.recv_fds(forker, 8, 1)
-    if len(reply) != 8 or len(fds) != 1:
-        raise RuntimeError("the forker died")
-    return struct.unpack("<q", reply)[0], fds[0]
+    pid = struct.unpack("<q", _receive_exactly(forker, 8))[0]
+    try:
+        return pid, os.pidfd_open(pid)
+    except ProcessLookupError:
+        return pid, None
+
+
+def _receive_exactly(sock: socket.socket, size: int) -> bytes:
+    reply = b""
+    while len(reply) < size:
+        chunk = sock.recv(size - len(reply))
+        if not chunk:
+            raise RuntimeError("the forker died")
+        reply += chunk
+    return reply
 
 
 def wait_sample(config: dict) -> tuple[int, float]:
     """The sample's wait status and the forker's CPU seconds for it, once the forker has reaped it."""
-    reply = b""
-    while len(reply) < 16:
-        chunk = config["forker"].recv(16 - len(reply))
-        if not chunk:
-            raise RuntimeError("the forker died")
-        reply += chunk
-    return struct.unpack("<qd", reply)
+    return struct.unpack("<qd", _receive_exactly(config["forker"], 16))
 
 
-def kill_sample(pid: int, pidfd: int, config: dict) -> None:
+def kill_sample(pid: int, pidfd: int | None, config: dict) -> None:
     """SIGKILL to PID 1 ends its whole namespace; without one only the process group can be found."""
     try:
-        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
     except OSError:
         pass
     if not config["namespaces"]:
@@ -343,7 +373,7 @@ def _drain(fd: int, keep: bytearray, bound: int) -> bool:
     return bool(chunk)
 
 
-def supervise(pid: int, pidfd: int, output_r: int, result_r: int, started: float, job: dict, config: dict):
+def supervise(pid: int, pidfd: int | None, output_r: int, result_r: int, started: float, job: dict, config: dict):
     """Drain output and results until the sample exits or the wall clock (from ``started``) runs out, then kill it.
 
     Returns (output, result frames, wait status, timed out, the forker's CPU seconds)."""
@@ -448,6 +478,7 @@ def execute_request(request: dict, config: dict) -> dict:
     else:
         job.update(code=request["code"], tests=request["tests"])
     job["scratch"] = "" if config["namespaces"] else _private_dir()
+    job["rlimits"] = rlimit_pairs(request["limits"])
     job["imports"] = new_imports(request["code"], request["tests"], config["imported"])
     output_r, output_w = os.pipe()
     result_r, result_w = os.pipe()
@@ -459,7 +490,8 @@ def execute_request(request: dict, config: dict) -> dict:
     try:
         output, result, status, timed_out, forker_cpu = supervise(pid, pidfd, output_r, result_r, started, job, config)
     finally:
-        os.close(pidfd)
+        if pidfd is not None:
+            os.close(pidfd)
         os.close(output_r)
         os.close(result_r)
     frames = _parse_frames(result, request["nonce"])
