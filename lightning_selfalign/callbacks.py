@@ -5,7 +5,8 @@ killed run resumes from); then rank 0 exports the weights (:func:`~lightning_sel
 runs :func:`~lightning_selfalign.rounds.round_worker` in a separate process (evaluation, rollback decision, the
 next round's data: generation there may take the GPU memory training does not need while it waits); all ranks
 meet at a barrier, restore the best weights if the round was rolled back, and switch the DataModule to the next
-round's data, which the Trainer loads at the next epoch (``reload_dataloaders_every_n_epochs``).
+round's data, which the Trainer loads at the next epoch (``reload_dataloaders_every_n_epochs``). At the start of
+each round the lr schedule begins again (warmup, decay to 0) over that round's own optimizer steps.
 
 The logic is in plain functions so rounds can be driven without the callback too. Limits: the export needs the
 full weights on rank 0 (one device or DDP; FSDP/DeepSpeed shards are refused at setup), and under DDP the
@@ -14,6 +15,7 @@ process-group timeout must outlast a data round (``DDPStrategy(timeout=timedelta
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -53,6 +55,10 @@ class SelfAlignRounds(pl.Callback):
         if trainer.current_epoch > 0:
             apply_rollback(pl_module, RoundState(self.workdir), trainer.current_epoch // self.epochs_per_round - 1)
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch % self.epochs_per_round == 0:  # a round's first epoch, its data just loaded
+            restart_round_schedule(trainer, self.epochs_per_round)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         round = round_ending(trainer.current_epoch, self.epochs_per_round)
         if round is None:
@@ -87,6 +93,22 @@ def check_trainer(trainer: pl.Trainer, epochs_per_round: int) -> None:
         problems.append("rounds need an InstructionDataModule passed to fit (it switches to each round's data)")
     if problems:
         raise UserError("; ".join(problems))
+
+
+def restart_round_schedule(trainer: pl.Trainer, epochs_per_round: int) -> None:
+    """Give the round now starting an lr schedule of its own (warmup, then decay to 0) over its own optimizer steps.
+
+    The Trainer sizes the schedule once, at the start of fit, from round 0's data for every round; each round
+    fine-tunes on data of another size, as the recipe's single run did on its one dataset."""
+    from lightning_selfalign.optimizers import restart_schedule
+
+    if not math.isfinite(trainer.num_training_batches):
+        rank_zero_warn("the training data has no length: the lr schedule runs on across rounds")
+        return
+    steps = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches) * epochs_per_round
+    for config in trainer.lr_scheduler_configs:
+        if not restart_schedule(config.scheduler, steps):
+            rank_zero_warn(f"{type(config.scheduler).__name__} is not SelfAlignLM's schedule: it runs on across rounds")
 
 
 def round_ending(epoch: int, epochs_per_round: int) -> int | None:

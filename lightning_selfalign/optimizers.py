@@ -69,9 +69,36 @@ def schedule_factor(step: int, total_steps: int, warmup_steps: int, name: Schedu
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
+class Schedule:
+    """The lr multiplier of optimizer step ``step``: ``schedule_factor`` over ``total_steps`` steps from ``start``.
+
+    A callable object rather than a closure so that ``LambdaLR`` keeps its fields in checkpoints: a resumed run goes
+    on along the same curve, also after :func:`restart_schedule` began a new one (one per self-align round)."""
+
+    def __init__(self, total_steps: int, warmup_ratio: float, name: ScheduleName, start: int = 0) -> None:
+        self.total_steps, self.warmup_ratio, self.name, self.start = total_steps, warmup_ratio, name, start
+
+    def __call__(self, step: int) -> float:
+        warmup = warmup_steps_for(self.total_steps, self.warmup_ratio)
+        return schedule_factor(step - self.start, self.total_steps, warmup, self.name)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float, name: ScheduleName
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step LambdaLR over ``total_steps`` optimizer steps."""
-    warmup = warmup_steps_for(total_steps, warmup_ratio)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule_factor(step, total_steps, warmup, name))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, Schedule(total_steps, warmup_ratio, name))
+
+
+def restart_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, total_steps: int) -> bool:
+    """Begin ``scheduler``'s warmup and decay again from its current step, over ``total_steps`` more steps, and set
+    the optimizer's lr for the next step accordingly. False (nothing changed) when it is not one of ours."""
+    schedules = getattr(scheduler, "lr_lambdas", [])
+    if not schedules or not all(isinstance(schedule, Schedule) for schedule in schedules):
+        return False
+    step = scheduler.last_epoch
+    for schedule, group, base_lr in zip(schedules, scheduler.optimizer.param_groups, scheduler.base_lrs):
+        schedule.start, schedule.total_steps = step, total_steps
+        group["lr"] = base_lr * schedule(step)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+    return True

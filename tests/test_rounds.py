@@ -153,6 +153,13 @@ def test_two_rounds_killed_twice_resume_without_regenerating(tiny_model_dir, tmp
     assert not ids[0] & ids[1], "round 1 trains on new rows, from other seeds"
     # Round 1 resumed from round 0's checkpoint at the epoch boundary: same step count per round, none repeated.
     assert state.round(1)["global_step"] == 2 * state.round(0)["global_step"] > 0
+    # Round 1's lr schedule began again where round 0 ended, sized from round 1's own batches.
+    import torch
+
+    checkpoint = torch.load(run / "round-1" / "trained.ckpt", map_location="cpu", weights_only=False)
+    schedule = checkpoint["lr_schedulers"][0]["lr_lambdas"][0]
+    steps = state.round(0)["global_step"]
+    assert schedule["start"] == steps and schedule["total_steps"] == state.round(1)["global_step"] - steps
     assert state.round(1)["generator"] == str(run / "round-0" / "model")
     assert not (run / "round-0" / "trained.ckpt").exists() and (run / "round-1" / "trained.ckpt").exists()
     summary = json.loads((run / "summary.json").read_text())

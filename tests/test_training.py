@@ -310,3 +310,40 @@ def test_reference_recipe_is_exact():
     assert data["max_length"] == 1280 and data["batch_size"] == 1
     assert trainer["max_epochs"] == 4 and trainer["accumulate_grad_batches"] == 64
     assert trainer["precision"] == "bf16-true" and trainer["gradient_clip_val"] is None
+
+
+def test_schedule_restarts_per_round_and_survives_a_checkpoint():
+    """A round restarts warmup and decay from the current step over its own length; the curve is in the state dict."""
+    from lightning_selfalign.optimizers import build_scheduler, restart_schedule, schedule_factor
+
+    def stepped(scheduler, n):
+        for _ in range(n):
+            scheduler.optimizer.step()
+            scheduler.step()
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = build_scheduler(optimizer, total_steps=20, warmup_ratio=0.1, name="linear")
+    lrs = []
+    for _ in range(20):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        stepped(scheduler, 1)
+    assert lrs == pytest.approx([0.1 * schedule_factor(s, 20, 2, "linear") for s in range(20)])  # as the closure was
+    assert optimizer.param_groups[0]["lr"] == 0.0
+
+    assert restart_schedule(scheduler, total_steps=10)  # round 2 starts at step 20, 10 steps long
+    assert optimizer.param_groups[0]["lr"] == 0.0 and scheduler.get_last_lr() == [0.0]  # warmup starts at 0
+    stepped(scheduler, 1)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # 1 warmup step of 10, then the peak
+    stepped(scheduler, 4)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * (1 - 4 / 9))
+
+    resumed_optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    resumed = build_scheduler(resumed_optimizer, total_steps=20, warmup_ratio=0.1, name="linear")
+    resumed.load_state_dict(scheduler.state_dict())
+    stepped(scheduler, 1)
+    stepped(resumed, 1)
+    assert resumed.get_last_lr() == pytest.approx(scheduler.get_last_lr())
+    assert resumed.lr_lambdas[0].start == 20 and resumed.lr_lambdas[0].total_steps == 10
+
+    other = torch.optim.lr_scheduler.StepLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), 5)
+    assert not restart_schedule(other, total_steps=10)
