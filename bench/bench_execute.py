@@ -12,7 +12,8 @@ the CPU of compiling and executing the same program in-process with no isolation
 throughput pays) and a median. CPU per sample is also given for both sides (baseline: this process + its
 waited-for children; ours: helper + sample + supervisor), with the rate that CPU cost allows on ``--workers``
 otherwise idle cores, and the share of the CPUs other processes took while ours ran: on a shared machine the
-wall-clock rates depend on how much CPU the other tenants leave.
+wall-clock rates depend on how much CPU the other tenants leave. Page faults per sample (of the sample's processes,
+from ``wait4``) are given too: a count, steady where CPU times are not on a shared machine.
 
     python bench/bench_execute.py --repeats 10 --workers 2 --rounds 3
 """
@@ -73,8 +74,11 @@ def run_baseline(problems: list[dict], workers: int) -> tuple[float, int, float]
     return time.perf_counter() - start, passed, cpu
 
 
-def run_ours(rows: list[dict], pool, tmp: Path) -> tuple[float, int, list[float], list[float], float]:
-    """Our batch executor; per-sample helper+sample CPU and latency, and this process's CPU (the supervisor)."""
+def run_ours(
+    rows: list[dict], pool, tmp: Path, faults: list[int]
+) -> tuple[float, int, list[float], list[float], float]:
+    """Our batch executor; per-sample helper+sample CPU and latency, and this process's CPU (the supervisor).
+    Appends each sample's page faults to ``faults``."""
     from lightning_selfalign.sandbox.batch import execute_rows
     from lightning_selfalign.sandbox.types import Limits
 
@@ -86,6 +90,7 @@ def run_ours(rows: list[dict], pool, tmp: Path) -> tuple[float, int, list[float]
     def record(result):
         cpu.append(result.cpu_s)
         latency.append(result.duration_s)
+        faults.append(result.page_faults)
         return result
 
     def recording_map(*args, **kwargs):
@@ -124,7 +129,7 @@ def main() -> None:
     started = time.perf_counter()
     pool = SandboxPool(workers=args.workers)
     startup = time.perf_counter() - started
-    base_rates, our_rates, cpu, latency, base_cpu, supervisor_cpu, others_share = [], [], [], [], [], [], []
+    base_rates, our_rates, cpu, latency, base_cpu, supervisor_cpu, others_share, faults = [], [], [], [], [], [], [], []
     load_at_start, cpu_means = os.getloadavg(), []
     with tempfile.TemporaryDirectory() as tmp, pool:
         for round_index in range(args.rounds):
@@ -133,7 +138,7 @@ def main() -> None:
             base_cpu.append(used / len(problems))
             print(f"round {round_index}: baseline {len(problems) / seconds:7.1f} samples/s ({passed} passed)")
             busy = _machine_busy_s()
-            seconds, passed, round_cpu, round_latency, supervisor = run_ours(rows, pool, Path(tmp))
+            seconds, passed, round_cpu, round_latency, supervisor = run_ours(rows, pool, Path(tmp), faults)
             others = _machine_busy_s() - busy - sum(round_cpu) - supervisor
             others_share.append(max(0.0, others) / (seconds * os.cpu_count()))
             our_rates.append(len(rows) / seconds)
@@ -160,6 +165,11 @@ def main() -> None:
             "median": round(1000 * (ours_median - plain_median), 2),
         },
         "ours_supervisor_cpu_ms_per_sample": round(1000 * supervisor, 2),
+        # a count, so it does not move with the machine's load: what most changes to the fork path are judged by
+        "sample_page_faults_per_sample": {
+            "mean": round(statistics.mean(faults), 1),
+            "median": statistics.median(faults),
+        },
         "baseline_cpu_ms_per_sample": round(1000 * base, 2),
         "ours_latency_ms_median": round(1000 * statistics.median(latency), 2),
         "cpu_ratio": round(base / (ours_mean + supervisor), 2),

@@ -46,6 +46,7 @@ def test_execute_one_off():
     assert isinstance(result, ExecutionResult)
     assert (result.verdict, result.tests_run, result.reason) == (Verdict.PASS, 2, "")
     assert 0 < result.duration_s < 5
+    assert result.cpu_s > 0 and result.page_faults > 0  # measured, from the sample process's wait status
 
 
 def test_failure_reason_names_exception_and_line():

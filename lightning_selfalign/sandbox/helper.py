@@ -298,7 +298,8 @@ def serve_forks(sock: socket.socket, config: dict) -> None:
         os.close(fds[1])
         sock.sendall(struct.pack("<q", pid))  # the helper opens its own pidfd of it
         _, status, usage = os.wait4(pid, 0)  # the sample's CPU comes with it: no getrusage calls
-        sock.sendall(struct.pack("<qd", status, time.process_time() - cpu_started + usage.ru_utime + usage.ru_stime))
+        cpu = time.process_time() - cpu_started + usage.ru_utime + usage.ru_stime
+        sock.sendall(struct.pack("<qdq", status, cpu, usage.ru_minflt))
 
 
 def new_imports(code: str, tests: str, imported: set[str]) -> list[str]:
@@ -342,9 +343,10 @@ def _receive_exactly(sock: socket.socket, size: int) -> bytes:
     return reply
 
 
-def wait_sample(config: dict) -> tuple[int, float]:
-    """The sample's wait status and the forker's CPU seconds for it, once the forker has reaped it."""
-    return struct.unpack("<qd", _receive_exactly(config["forker"], 16))
+def wait_sample(config: dict) -> tuple[int, float, int]:
+    """The sample's wait status, the forker's CPU seconds for it (fork, sample, reaping) and the page faults of the
+    sample's processes, once the forker has reaped it."""
+    return struct.unpack("<qdq", _receive_exactly(config["forker"], 24))
 
 
 def kill_sample(pid: int, pidfd: int | None, config: dict) -> None:
@@ -376,7 +378,7 @@ def _drain(fd: int, keep: bytearray, bound: int) -> bool:
 def supervise(pid: int, pidfd: int | None, output_r: int, result_r: int, started: float, job: dict, config: dict):
     """Drain output and results until the sample exits or the wall clock (from ``started``) runs out, then kill it.
 
-    Returns (output, result frames, wait status, timed out, the forker's CPU seconds)."""
+    Returns (output, result frames, wait status, timed out, (the forker's CPU seconds, the sample's page faults))."""
     deadline = started + job["limits"]["timeout_s"]
     output, result = bytearray(), bytearray()
     bound = job["limits"]["output_kb"] * 1024
@@ -395,7 +397,7 @@ def supervise(pid: int, pidfd: int | None, output_r: int, result_r: int, started
                 open_fds.remove(forker)
             elif not _drain(fd, output if fd == output_r else result, bound if fd == output_r else 1 << 20):
                 open_fds.remove(fd)
-    status, forker_cpu = wait_sample(config)
+    status, forker_cpu, faults = wait_sample(config)
     if config["namespaces"]:
         wipe_scratch()
     else:
@@ -407,7 +409,7 @@ def supervise(pid: int, pidfd: int | None, output_r: int, result_r: int, started
         os.set_blocking(fd, False)
         while _drain(fd, keep, limit):
             pass
-    return bytes(output), bytes(result), status, timed_out, forker_cpu
+    return bytes(output), bytes(result), status, timed_out, (forker_cpu, faults)
 
 
 def _parse_frames(result: bytes, nonce: str) -> dict:
@@ -488,7 +490,7 @@ def execute_request(request: dict, config: dict) -> dict:
         os.close(output_w)
         os.close(result_w)
     try:
-        output, result, status, timed_out, forker_cpu = supervise(pid, pidfd, output_r, result_r, started, job, config)
+        output, result, status, timed_out, forker = supervise(pid, pidfd, output_r, result_r, started, job, config)
     finally:
         if pidfd is not None:
             os.close(pidfd)
@@ -496,20 +498,28 @@ def execute_request(request: dict, config: dict) -> dict:
         os.close(result_r)
     frames = _parse_frames(result, request["nonce"])
     verdict, reason, tests_run = verdict_of(frames, status, timed_out, output, request["limits"])
-    return _response(verdict, reason, tests_run, started, cpu_started, output, forker_cpu)
+    return _response(verdict, reason, tests_run, started, cpu_started, output, forker)
 
 
 def _response(
-    verdict: str, reason: str, tests_run: int, started: float, cpu_started: float, output: bytes, forker_cpu: float = 0
+    verdict: str,
+    reason: str,
+    tests_run: int,
+    started: float,
+    cpu_started: float,
+    output: bytes,
+    forker: tuple[float, int] = (0.0, 0),
 ) -> dict:
-    """The response row; ``cpu_s`` is our CPU since ``cpu_started`` plus the forker's (fork, sample, reaping)."""
+    """The response row; ``cpu_s`` is our CPU since ``cpu_started`` plus the forker's (fork, sample, reaping),
+    ``page_faults`` the sample's processes' (what a fork-per-sample design pays most for, and a count, not a time)."""
     return {
         "verdict": verdict,
         "reason": reason[:2000],
         "tests_run": tests_run,
         "duration_s": round(time.monotonic() - started, 4),
         "output": output.decode("utf-8", "replace"),
-        "cpu_s": round(time.process_time() - cpu_started + forker_cpu, 5),
+        "cpu_s": round(time.process_time() - cpu_started + forker[0], 5),
+        "page_faults": forker[1],
     }
 
 

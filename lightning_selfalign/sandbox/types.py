@@ -49,6 +49,7 @@ class ExecutionResult:
     duration_s: float
     output: str = ""
     cpu_s: float = 0.0  # CPU of the helper and the sample's processes (isolation overhead included)
+    page_faults: int = 0  # minor page faults of the sample's processes (copy-on-write after the fork, mostly)
 
     @property
     def passed(self) -> bool:
