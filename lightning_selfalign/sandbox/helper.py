@@ -22,6 +22,8 @@ The helper drains the output, enforces the wall clock from outside with SIGKILL 
 scratch dirs, and turns the harness report or the exit status into a verdict.
 """
 
+import _signal
+import _socket
 import ctypes
 import gc
 import json
@@ -29,9 +31,6 @@ import marshal
 import os
 import re
 import resource
-import select
-import signal
-import socket
 import struct
 import sys
 import time
@@ -103,7 +102,7 @@ def enter_helper_namespaces(config: dict) -> int:
     if pid:
         _, status = os.waitpid(pid, 0)
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     mount_private_dirs(config["scratch_mb"])
     return os.open("/proc/self/ns/pid", os.O_RDONLY)
@@ -187,7 +186,7 @@ def run_sample_process(job: dict, config: dict, output_w: int, result_w: int) ->
     the helper's mount namespace) is the forker's own."""
     try:
         if not config["namespaces"]:  # with them, the helper (its PID namespace's init) dies if the forker does
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            libc.prctl(PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
         os.setsid()
         if job["scratch"]:
             os.chdir(job["scratch"])
@@ -215,13 +214,13 @@ def fork_sample(job: dict, config: dict, output_w: int, result_w: int) -> int:
     return pid
 
 
-def start_forker(config: dict) -> socket.socket:
+def start_forker(config: dict) -> _socket.socket:
     """Fork the forker: a copy of this process, made right after the preloads, that only forks samples.
 
     Forking write-protects every private page of the forking process, so each page it writes afterwards faults
     once (about 1.3 us here). The helper writes hundreds of pages per sample (parsing, compiling, JSON); the
     forker only a few, as its memory stays as it was at this fork. Returns our end of its socket."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
         ours.close()
@@ -233,12 +232,16 @@ def start_forker(config: dict) -> socket.socket:
     return ours
 
 
-def _receive_job(sock: socket.socket, buffer: bytearray) -> tuple[dict | None, list[int]]:
+_FDS_SPACE = _socket.CMSG_SPACE(struct.calcsize("2i"))
+
+
+def _receive_job(sock: _socket.socket, buffer: bytearray) -> tuple[dict | None, tuple[int, ...]]:
     """One job (length-prefixed marshal) and the two pipe fds sent with it; (None, fds) when the helper is gone.
 
     Read into ``buffer``, which lives as long as the forker: every page the forker writes after a fork faults
     once, so it reuses the same memory rather than allocating (and freeing) new buffers per sample."""
-    header, fds, _, _ = socket.recv_fds(sock, 8, 2)
+    header, ancillary, _, _ = sock.recvmsg(8, _FDS_SPACE)
+    fds = struct.unpack("2i", ancillary[0][2]) if ancillary and len(ancillary[0][2]) == 8 else ()
     if len(fds) != 2:
         return None, fds
     while len(header) < 8:
@@ -275,10 +278,10 @@ def set_environment(config: dict) -> None:
     os.environ.update(config["env"])
 
 
-def serve_forks(sock: socket.socket, config: dict) -> None:
+def serve_forks(sock: _socket.socket, config: dict) -> None:
     """The forker's loop: per job, fork the sample, send back its pid, reap it and send its exit status
     with the CPU the fork, the sample and the reaping took. Sets no-new-privs first, once, for every sample."""
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # once, here: every sample inherits it
     config["devnull"] = os.open(os.devnull, os.O_RDONLY)  # every sample's stdin
     if config["namespaces"]:
@@ -325,7 +328,8 @@ def start_sample(job: dict, config: dict, output_w: int, result_w: int) -> tuple
     the pidfd is never used to kill)."""
     blob = marshal.dumps(job)
     forker = config["forker"]
-    socket.send_fds(forker, [struct.pack("<Q", len(blob)) + blob], [output_w, result_w])
+    fds = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("2i", output_w, result_w))
+    forker.sendmsg([struct.pack("<Q", len(blob)), blob], [fds])
     pid = struct.unpack("<q", _receive_exactly(forker, 8))[0]
     try:
         return pid, os.pidfd_open(pid)
@@ -333,7 +337,7 @@ def start_sample(job: dict, config: dict, output_w: int, result_w: int) -> tuple
         return pid, None
 
 
-def _receive_exactly(sock: socket.socket, size: int) -> bytes:
+def _receive_exactly(sock: _socket.socket, size: int) -> bytes:
     reply = b""
     while len(reply) < size:
         chunk = sock.recv(size - len(reply))
@@ -353,12 +357,12 @@ def kill_sample(pid: int, pidfd: int | None, config: dict) -> None:
     """SIGKILL to PID 1 ends its whole namespace; without one only the process group can be found."""
     try:
         if pidfd is not None:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
     except OSError:
         pass
     if not config["namespaces"]:
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pid, _signal.SIGKILL)
         except OSError:
             pass
 
@@ -379,6 +383,8 @@ def supervise(pid: int, pidfd: int | None, output_r: int, result_r: int, started
     """Drain output and results until the sample exits or the wall clock (from ``started``) runs out, then kill it.
 
     Returns (output, result frames, wait status, timed out, (the forker's CPU seconds, the sample's page faults))."""
+    from select import select  # here, not at the top: only the helper needs it, and the forker is smaller without it
+
     deadline = started + job["limits"]["timeout_s"]
     output, result = bytearray(), bytearray()
     bound = job["limits"]["output_kb"] * 1024
@@ -391,7 +397,7 @@ def supervise(pid: int, pidfd: int | None, output_r: int, result_r: int, started
             kill_sample(pid, pidfd, config)
             timed_out = True
             break
-        ready, _, _ = select.select(open_fds, [], [], remaining)
+        ready, _, _ = select(open_fds, [], [], remaining)
         for fd in ready:
             if fd == forker:
                 open_fds.remove(forker)
@@ -431,6 +437,8 @@ def _parse_frames(result: bytes, nonce: str) -> dict:
 
 
 def _signal_name(number: int) -> str:
+    import signal  # here, not at the top: only the helper needs the names, and the forker is smaller without them
+
     try:
         return signal.Signals(number).name
     except ValueError:
@@ -450,9 +458,9 @@ def verdict_of(frames: dict, status: int, timed_out: bool, output: bytes, limits
         return "crash", f"sandbox setup failed: {frames['SETUP']}", 0
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        if sig == signal.SIGXCPU:
+        if sig == _signal.SIGXCPU:
             return "timeout", f"CPU time limit ({_signal_name(sig)})", 0
-        if sig == signal.SIGXFSZ:
+        if sig == _signal.SIGXFSZ:
             return "error", f"file size limit exceeded ({_signal_name(sig)})", 0
         tail = output[-300:].decode("utf-8", "replace").strip()
         return "crash", f"killed by {_signal_name(sig)}" + (f": {tail}" if tail else ""), 0
@@ -574,7 +582,7 @@ def serve(config: dict) -> None:
         os.setgroups([])
         os.setresgid(config["gid"], config["gid"], config["gid"])
         os.setresuid(config["uid"], config["uid"], config["uid"])
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # samples of the same uid cannot ptrace or read us
     # Compiling a hostile source happens here: a cap turns a parser blow-up into MemoryError, not a dead helper.
     resource.setrlimit(resource.RLIMIT_AS, (HELPER_MEMORY, HELPER_MEMORY))
@@ -582,7 +590,7 @@ def serve(config: dict) -> None:
     try:
         if config["namespaces"]:
             config["pid_ns_fd"] = enter_helper_namespaces(config)
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
         set_environment(config)
         preload(PRELOAD)
         config["forker"], config["imported"] = start_forker(config), set()
