@@ -46,15 +46,17 @@ COMPILE_HERE_MAX = 32 * 1024  # characters of code + tests
 SAMPLE_UID = 1000  # the helper's and the samples' uid inside their user namespace: not root there either
 # Imported once, before the forker is made, so each forked sample gets them for free: small and very common.
 # Not ``random``: it reseeds itself in every forked child (~40 page faults, ~0.07 ms, per sample); the few samples
-# that use it import it themselves (~1.5 ms), which costs less over a batch.
-PRELOAD = "abc bisect collections collections.abc copy enum functools heapq io itertools json math operator re string "
-PRELOAD = (PRELOAD + "struct typing").split()
+# that use it import it themselves (~1.5 ms), which costs less over a batch. Not ``heapq``/``bisect`` either: each C
+# extension maps 5 more regions, which every fork and exit pays for (~2 us each), used or not; they are on demand.
+PRELOAD = "abc collections collections.abc copy enum functools io itertools json math operator re string struct typing"
+PRELOAD = PRELOAD.split()
 # Imported into the forker the first time a sample's source names them (then every later sample gets them free).
 # Not up front: each MB the forker holds costs every fork and exit (page tables, copy-on-write), used or not; with
 # all of these loaded a HumanEval sample cost ~0.7 ms more CPU. Standard modules without import side effects only.
 ON_DEMAND = frozenset(
-    "array ast base64 binascii calendar cmath contextlib csv dataclasses datetime decimal difflib fractions graphlib "
-    "hashlib inspect numbers pickle pprint queue statistics textwrap time unicodedata unittest zlib".split()
+    "array ast base64 binascii bisect calendar cmath contextlib csv dataclasses datetime decimal difflib fractions "
+    "graphlib hashlib heapq inspect numbers pickle pprint queue statistics textwrap time unicodedata unittest "
+    "zlib".split()
 )
 _IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import\b|import[ \t]+([\w., \t]+))", re.MULTILINE)
 
