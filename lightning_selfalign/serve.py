@@ -104,9 +104,9 @@ def response_body(model: str, completion: Completion, chat: bool) -> dict:
         "model": model,
         "choices": [choice],
         "usage": {
-            "prompt_tokens": 0,
+            "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.num_tokens,
-            "total_tokens": completion.num_tokens,
+            "total_tokens": completion.prompt_tokens + completion.num_tokens,
         },
     }
 

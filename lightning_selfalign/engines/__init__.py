@@ -48,11 +48,13 @@ class Request:
 
 @dataclass(frozen=True)
 class Completion:
-    """Generated text (stop string removed), why generation ended (``stop`` | ``length``), tokens generated."""
+    """Generated text (stop string removed), why generation ended (``stop`` | ``length``), tokens generated, and
+    the prompt's length in tokens (0 where the backend does not say)."""
 
     text: str
     finish_reason: str
     num_tokens: int
+    prompt_tokens: int = 0
 
 
 class Engine(Protocol):

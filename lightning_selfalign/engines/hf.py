@@ -104,7 +104,7 @@ class HFEngine:
                 [prompts[i] for i in batch], [requests[i].seed for i in batch], stops, sampling
             )
             for i, generated in zip(batch, outputs):
-                results[i] = self._completion(generated, requests[i].stop, sampling)
+                results[i] = self._completion(generated, requests[i].stop, sampling, len(prompts[i]))
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
@@ -129,14 +129,17 @@ class HFEngine:
         )
         return output[:, width:].tolist()
 
-    def _completion(self, generated: list[int], stop: Sequence[str], sampling: Sampling) -> Completion:
+    def _completion(
+        self, generated: list[int], stop: Sequence[str], sampling: Sampling, prompt_tokens: int
+    ) -> Completion:
         ends = [i for i, token in enumerate(generated) if token in (self.eos_id, self.pad_id)]
         end = ends[0] if ends else len(generated)
         text, stopped = cut_at_stop(self.tokenizer.decode(generated[:end], skip_special_tokens=True), stop)
         # Padding after a stop string looks like EOS when pad == eos; only a real EOS counts as a token.
         num_tokens = end + 1 if ends and not stopped else end
         finished = bool(ends) or stopped or num_tokens < sampling.max_new_tokens
-        return Completion(text=text, finish_reason="stop" if finished else "length", num_tokens=num_tokens)
+        reason = "stop" if finished else "length"
+        return Completion(text=text, finish_reason=reason, num_tokens=num_tokens, prompt_tokens=prompt_tokens)
 
     def close(self) -> None:
         del self.lm

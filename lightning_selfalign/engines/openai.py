@@ -117,9 +117,12 @@ class OpenAIEngine:
         choice = response.choices[0]
         text = (choice.message.content if request.messages is not None else choice.text) or ""
         text, _ = cut_at_stop(text, request.stop)
-        tokens = response.usage.completion_tokens if response.usage else 0
+        usage = response.usage
         return Completion(
-            text=text, finish_reason="length" if choice.finish_reason == "length" else "stop", num_tokens=tokens or 0
+            text=text,
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+            num_tokens=(usage.completion_tokens if usage else 0) or 0,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
         )
 
     async def _with_retries(self, call: Any) -> Any:

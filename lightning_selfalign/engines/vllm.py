@@ -67,13 +67,15 @@ class VLLMEngine:
             for request in requests
         ]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [self._completion(output.outputs[0], request) for output, request in zip(outputs, requests)]
+        return [self._completion(output, request) for output, request in zip(outputs, requests)]
 
     @staticmethod
-    def _completion(sample: Any, request: Request) -> Completion:
+    def _completion(output: Any, request: Request) -> Completion:
+        sample = output.outputs[0]
         text, _ = cut_at_stop(sample.text, request.stop)
         reason = "length" if sample.finish_reason == "length" else "stop"
-        return Completion(text=text, finish_reason=reason, num_tokens=len(sample.token_ids))
+        tokens, prompt_tokens = len(sample.token_ids), len(output.prompt_token_ids or [])
+        return Completion(text=text, finish_reason=reason, num_tokens=tokens, prompt_tokens=prompt_tokens)
 
     def close(self) -> None:
         del self.llm
