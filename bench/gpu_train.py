@@ -101,7 +101,8 @@ def flops_per_token(model: torch.nn.Module, config, seq: int) -> float:
     return 6 * params + 6 * config.num_hidden_layers * config.hidden_size * seq
 
 
-def measure_mfu(size: str, device: str, attn: str, rows: int, length: int, steps: int) -> dict:
+def measure_mfu(size: str, device: str, attn: str, rows: int, length: int, steps: int, accumulate: int = 1) -> dict:
+    """``steps`` optimizer steps, each after ``accumulate`` micro-batches of ``rows`` x ``length`` tokens."""
     model = build(size, device, attn, checkpointing=False)
     optimizer = build_optimizer(model.parameters(), "adafactor", lr=1e-5)
     batch = packed_batch(model.config.vocab_size, rows, length, device)
@@ -112,7 +113,8 @@ def measure_mfu(size: str, device: str, attn: str, rows: int, length: int, steps
     backward_s = optimizer_s = 0.0
     for _ in range(steps):
         start = time.perf_counter()
-        forward_backward(model, batch, attn)
+        for _ in range(accumulate):
+            forward_backward(model, batch, attn)
         sync(device)
         middle = time.perf_counter()
         optimizer_step(optimizer)
@@ -120,13 +122,14 @@ def measure_mfu(size: str, device: str, attn: str, rows: int, length: int, steps
         backward_s += middle - start
         optimizer_s += time.perf_counter() - middle
     seconds = (backward_s + optimizer_s) / steps
-    tokens = rows * length
+    tokens = rows * length * accumulate
     achieved = flops_per_token(model, model.config, length) * tokens / seconds
     peak = peak_tflops() * 1e12
     return {
         "model": size,
         "params_b": sum(p.numel() for p in model.parameters()) / 1e9,
         "attn": attn,
+        "accumulate": accumulate,
         "tokens_per_step": tokens,
         "step_s": seconds,
         "forward_backward_s": backward_s / steps,
@@ -194,6 +197,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4, help="packed rows per step for the 1B MFU run")
     parser.add_argument("--length", type=int, default=4096, help="tokens per packed row for the 1B MFU run")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimizer step (1B run)")
     parser.add_argument("--attn", default=None, help="comma-separated attention kernels for the 1B run")
     parser.add_argument("--skip_15b", action="store_true")
     args = parser.parse_args()
@@ -206,7 +210,7 @@ def main() -> None:
     report["mfu_1b"] = []
     for attn in kernels:
         try:
-            result = measure_mfu(size, device, attn, rows, length, 2 if args.smoke else args.steps)
+            result = measure_mfu(size, device, attn, rows, length, 2 if args.smoke else args.steps, args.accumulate)
         except Exception as exc:  # one kernel failing (a compile error, say) still reports the others
             result = {"model": size, "attn": attn, "error": f"{type(exc).__name__}: {exc}"[:500]}
         report["mfu_1b"].append(result)
