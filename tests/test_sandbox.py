@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -217,16 +218,56 @@ def test_samples_see_what_site_would_give(pool):
         "'PYTHONIOENCODING': 'utf-8'}, dict(os.environ)",
         limits,
     )
-    # A virtualenv under the host's /tmp is hidden from samples by their private /tmp (a documented limit).
-    expect_installed = "error" if sys.prefix.startswith("/tmp/") else "pass"
-    assert (installed.verdict, builtins.verdict, env.verdict) == (expect_installed, "pass", "pass"), (
-        installed,
-        builtins,
-        env,
-    )
+    assert (installed.verdict, builtins.verdict, env.verdict) == ("pass", "pass", "pass"), (installed, builtins, env)
     for call in ("exit(0)", "quit()"):
         result = pool.run(call, "assert False", limits)
         assert result.verdict == "error" and result.reason.startswith("SystemExit("), result
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("isolation", ["bwrap", "namespaces"])
+def test_a_virtualenv_under_tmp_stays_importable_and_read_only(isolation):
+    """A virtualenv under the host's /tmp (as CI and pytest's tmp_path make): the samples' private /tmp covers it,
+    so the helper binds it back, read-only, where samples cannot rename or change it; scratch is still wiped."""
+    from lightning_selfalign.sandbox.isolation import _hidden_ancestor
+
+    # As root, the namespaces mode runs the helper as an unprivileged uid: the interpreter (hence the system one) and
+    # this checkout must be reachable by it. bwrap binds what it needs back itself.
+    base = sys.executable if isolation == "bwrap" else "/usr/bin/python3"
+    if isolation == "namespaces" and (not os.access(base, os.X_OK) or _hidden_ancestor(str(REPO))):
+        pytest.skip("no interpreter and checkout that an unprivileged uid can reach")
+    root = Path(tempfile.mkdtemp(dir="/tmp", prefix="selfalign-venv-"))
+    root.chmod(0o755)
+    try:
+        subprocess.run([base, "-m", "venv", "--without-pip", str(root / "venv")], check=True)
+        site = next((root / "venv" / "lib").glob("python3*/site-packages"))
+        (site / "extra_module.py").write_text("VALUE = 42\n")
+        (site / "repo.pth").write_text(f"{REPO}\n")  # the sandbox package itself needs only the standard library
+        script = """
+import json, sys
+from lightning_selfalign.sandbox import SandboxPool, Limits
+top, limits = sys.argv[1], Limits()
+with SandboxPool(workers=1, isolation=sys.argv[2]) as pool:
+    runs = [
+        pool.run("import extra_module", "assert extra_module.VALUE == 42", limits),
+        pool.run("import extra_module", "open(extra_module.__file__, 'a').write('x')", limits),
+        pool.run("import os", f"os.rename({top!r}, '/tmp/moved')", limits),
+        pool.run("open('/tmp/left.txt', 'w').write('x')", "assert True", limits),
+        pool.run("import os, extra_module", f"assert os.listdir('/tmp') == [{top[5:]!r}], os.listdir('/tmp')", limits),
+    ]
+print(json.dumps([(r.verdict, r.reason) for r in runs]))
+"""
+        python = str(root / "venv" / "bin" / "python")
+        done = subprocess.run([python, "-c", script, str(root), isolation], capture_output=True, text=True, cwd="/")
+        assert done.returncode == 0, done.stderr[-3000:]
+        imported, written, renamed, scratch, clean = json.loads(done.stdout.strip().splitlines()[-1])
+        assert imported == ["pass", ""], imported
+        assert written[0] == "error" and ("Read-only file system" in written[1] or "Permission" in written[1]), written
+        assert renamed[0] == "error" and ("Read-only" in renamed[1] or "busy" in renamed[1]), renamed
+        assert (scratch[0], clean[0]) == ("pass", "pass"), (scratch, clean)
+        assert (site / "extra_module.py").read_text() == "VALUE = 42\n"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_samples_hold_no_capabilities_and_no_new_privs(pool):

@@ -24,9 +24,8 @@ between samples (shows up as slower runs or timeouts; timeouts are retried once 
 against this harness: it runs in the harness's interpreter and can find the check counter or the nonce in
 memory and forge a pass. The verdict filters model output; the isolation, not the verdict, is the boundary.
 
-Limitation: samples get a private ``/tmp``, so an interpreter or virtualenv installed under the host's ``/tmp``
-runs the helper (its paths are bound back) but its site-packages are hidden from samples: generated code that
-imports third-party packages needs the environment installed elsewhere.
+Samples get a private, empty ``/tmp``; an interpreter, virtualenv or checkout under the host's ``/tmp`` (as CI and
+pytest make) is bound back into it read-only, as its own mount, so samples import from it as from anywhere else.
 """
 
 from __future__ import annotations

@@ -38,6 +38,8 @@ import time
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID = 0x20000, 0x10000000, 0x20000000
 CLONE_NEWNET, CLONE_NEWIPC, CLONE_NEWUTS = 0x40000000, 0x08000000, 0x04000000
 MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x2, 0x4
+MS_RDONLY, MS_REMOUNT, MS_BIND = 0x1, 0x20, 0x1000
+KEPT: set[str] = set()  # entries of the scratch dirs that are read-only mounts of ours: never wiped
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 RESULT_FD = 1023
 SCRATCH_DIRS = ("/tmp", "/dev/shm")
@@ -111,16 +113,59 @@ def enter_helper_namespaces(config: dict) -> int:
 
 
 def mount_private_dirs(scratch_mb: int) -> None:
-    """Our own mount namespace: size-capped tmpfs on /tmp (the samples' scratch) and /dev/shm, our own /proc."""
+    """Our own mount namespace: size-capped tmpfs on /tmp (the samples' scratch) and /dev/shm, our own /proc; what
+    this interpreter imports from under them (a virtualenv in /tmp) is bound back read-only."""
     _check(libc.unshare(CLONE_NEWNS), "unshare mount namespace")
     _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+    keep = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in paths_under_scratch()}
     opts = f"size={scratch_mb}m,nr_inodes=4096,mode=1777".encode()
     for target in SCRATCH_DIRS:
         if os.path.isdir(target):
             _check(libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts), f"mount {target}")
+    keep_under_scratch(keep)
     # Refused where the outer /proc has parts covered (bubblewrap as root does that); the outer one then shows
     # only the helper's PID namespace, where a sample can neither signal nor read anything (not dumpable).
     libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV, None)
+
+
+def paths_under_scratch() -> list[str]:
+    """The directories this interpreter imports from (its prefixes, ``sys.path``) that lie under a scratch dir,
+    outermost only: a checkout or virtualenv in /tmp, as CI and pytest make."""
+    candidates = {os.path.abspath(p) for p in (*sys.path, sys.prefix, sys.base_prefix) if p}
+    under = [
+        p for p in candidates if os.path.isdir(p) and any(p.startswith(scratch + os.sep) for scratch in SCRATCH_DIRS)
+    ]
+    return sorted(p for p in under if not any(p.startswith(q + os.sep) for q in under))
+
+
+def keep_under_scratch(keep: dict[str, int]) -> None:
+    """Bind each path of ``keep`` (held open by its fd from before the scratch tmpfs covered it) back, read-only.
+
+    Each first directory under a scratch dir that leads to one is a mount of its own (a small tmpfs holding the
+    way down, made read-only once its paths are bound; or the bound path itself), so a sample can neither write
+    there nor rename it away from later samples, and ``wipe_scratch`` leaves it alone (``KEPT``)."""
+    tops: dict[str, list[str]] = {}
+    for path in keep:
+        scratch = next(s for s in SCRATCH_DIRS if path.startswith(s + os.sep))
+        tops.setdefault(os.path.join(scratch, os.path.relpath(path, scratch).split(os.sep)[0]), []).append(path)
+    for top, paths in tops.items():
+        os.mkdir(top, 0o755)
+        if paths != [top]:
+            _check(libc.mount(b"tmpfs", top.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"), top)
+        for path in paths:
+            os.makedirs(path, 0o755, exist_ok=True)
+            source = f"/proc/self/fd/{keep[path]}".encode()
+            _check(libc.mount(source, path.encode(), None, MS_BIND | MS_REC, None), f"bind {path}")
+            os.close(keep[path])
+            flags = os.statvfs(path).f_flag
+            if not flags & os.ST_RDONLY:  # bubblewrap's binds are read-only already; a host path is not
+                # A remount must keep the flags a more privileged namespace locked (ST_* equal MS_* for these).
+                kept = flags & (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME | os.ST_NODIRATIME)
+                remount = MS_REMOUNT | MS_BIND | MS_RDONLY | kept | (flags & os.ST_RELATIME)
+                _check(libc.mount(None, path.encode(), None, remount, None), f"read-only {path}")
+        if paths != [top]:
+            _check(libc.mount(None, top.encode(), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None), top)
+        KEPT.add(top)
 
 
 def wipe_scratch() -> None:
@@ -130,6 +175,8 @@ def wipe_scratch() -> None:
     for target in SCRATCH_DIRS:
         with os.scandir(target) as entries:
             for entry in entries:
+                if entry.path in KEPT:
+                    continue
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
