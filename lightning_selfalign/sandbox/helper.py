@@ -65,9 +65,11 @@ _IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import\b|import[ \
 libc = ctypes.CDLL(None, use_errno=True)
 # Made once here, before the forker, not in each sample: resolving the function and building the ctypes arrays in
 # a freshly forked child copied ~75 pages (~0.1 ms per sample). Each child uses its own copy-on-write copy.
-# Through a handle that does not save errno: with use_errno every call swaps errno through the thread state's dict,
-# which in a freshly forked child copied ~15 more pages per sample. On failure the call is repeated through ``libc``.
-_capset = ctypes.CDLL(None).capset
+# The per-sample calls go through a handle that does not save errno: with use_errno every call swaps errno through
+# the thread state's dict, which copied ~15 more pages per call after a fork. A failed call is repeated through
+# ``libc`` for its errno (each fails the same way again).
+_fast = ctypes.CDLL(None)
+_capset, _unshare, _setns = _fast.capset, _fast.unshare, _fast.setns
 _CAP_HEADER = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
 _CAP_NONE = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: all empty, for both 32-bit words
 
@@ -253,12 +255,12 @@ def run_sample_process(job: dict, config: dict, output_w: int, result_w: int) ->
 
 def fork_sample(job: dict, config: dict, output_w: int, result_w: int) -> int:
     """Fork the sample process; with namespaces it is PID 1 of a fresh PID namespace."""
-    if config["namespaces"]:
+    if config["namespaces"] and _unshare(CLONE_NEWPID):
         _check(libc.unshare(CLONE_NEWPID), "unshare PID namespace")
     pid = os.fork()
     if pid == 0:
         run_sample_process(job, config, output_w, result_w)
-    if config["namespaces"]:
+    if config["namespaces"] and _setns(config["pid_ns_fd"], CLONE_NEWPID):
         _check(libc.setns(config["pid_ns_fd"], CLONE_NEWPID), "setns back to our PID namespace")
     return pid
 
