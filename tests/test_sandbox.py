@@ -193,6 +193,20 @@ def test_scratch_is_fresh_for_each_sample():
         assert (write.verdict, look.verdict) == ("pass", "pass")
 
 
+def test_each_sample_gets_a_pristine_main_module():
+    """The forker makes ``__main__`` once; every sample must still start from an untouched one of its own."""
+    with SandboxPool(workers=1) as single:
+        first = single.run("import sys\nLEAK = 1", "assert sys.modules['__main__'].LEAK == 1", Limits())
+        second = single.run(
+            "import os, sys",
+            "assert sys.modules['__main__'].__dict__ is globals() and __name__ == '__main__'\n"
+            "assert __file__ == os.path.join(os.getcwd(), 'main.py') and sys.argv == ['main.py']\n"
+            "assert 'LEAK' not in globals()",
+            Limits(),
+        )
+        assert (first.verdict, second.verdict) == ("pass", "pass"), (first, second)
+
+
 def test_modules_loaded_on_demand_stay_per_sample():
     """The forker imports a standard module the first time a sample names it; samples still cannot share its state."""
     with SandboxPool(workers=1) as single:

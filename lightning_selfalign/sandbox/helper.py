@@ -250,7 +250,7 @@ def run_sample_process(job: dict, config: dict, output_w: int, result_w: int) ->
         os.write(result_w, f"\nSELFALIGN-SETUP {job['nonce']} {type(exc).__name__}: {exc}\n".encode())
         os._exit(124)
     program = marshal.loads(job["program"]) if job["program"] else (job["code"], job["tests"])
-    harness.run(program, job["nonce"], RESULT_FD)
+    harness.run(program, job["nonce"], RESULT_FD, config.get("main"))
 
 
 def fork_sample(job: dict, config: dict, output_w: int, result_w: int) -> int:
@@ -337,6 +337,7 @@ def serve_forks(sock: _socket.socket, config: dict) -> None:
     config["devnull"] = os.open(os.devnull, os.O_RDONLY)  # every sample's stdin
     if config["namespaces"]:
         os.chdir("/tmp")  # every sample's working directory: its scratch, private to the helper's mount namespace
+        config["main"] = harness.prepare_main("/tmp")  # and every sample's untouched __main__
     buffer = bytearray(1 << 16)
     gc.freeze()
     while True:
