@@ -193,6 +193,26 @@ def test_scratch_is_fresh_for_each_sample():
         assert (write.verdict, look.verdict) == ("pass", "pass")
 
 
+def test_a_sample_cannot_leave_state_for_the_next_in_stdin_or_scratch():
+    """A lock or flags on its stdin, or a read-only /tmp, end with the sample (each gets its own /dev/null; the scratch
+    dirs are made writable again between samples)."""
+    with SandboxPool(workers=1) as single:
+        limits = Limits()
+        lock = single.run(
+            "import fcntl, os\nfcntl.flock(0, fcntl.LOCK_EX)", "os.set_blocking(0, False)\nassert True", limits
+        )
+        free = single.run(
+            "import fcntl, os\nfcntl.flock(open('/dev/null'), fcntl.LOCK_EX | fcntl.LOCK_NB)",
+            "assert os.get_blocking(0)",
+            limits,
+        )
+        shut = single.run("import os\nos.chmod('/tmp', 0o500)", "assert True", limits)
+        write = single.run(
+            "open('/tmp/mine.txt', 'w').write('x')", "assert open('/tmp/mine.txt').read() == 'x'", limits
+        )
+        assert [r.verdict for r in (lock, free, shut, write)] == ["pass"] * 4, (lock, free, shut, write)
+
+
 def test_each_sample_gets_a_pristine_main_module():
     """The forker makes ``__main__`` once; every sample must still start from an untouched one of its own."""
     with SandboxPool(workers=1) as single:
@@ -257,6 +277,12 @@ def test_a_virtualenv_under_tmp_stays_importable_and_read_only(isolation):
         site = next((root / "venv" / "lib").glob("python3*/site-packages"))
         (site / "extra_module.py").write_text("VALUE = 42\n")
         (site / "repo.pth").write_text(f"{REPO}\n")  # the sandbox package itself needs only the standard library
+        nested = site / "nested"  # a mount inside the kept tree (as root we can make one) must be read-only too
+        nested.mkdir(mode=0o777)
+        mounted = (
+            os.geteuid() == 0
+            and subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0777", "t", str(nested)]).returncode == 0
+        )
         script = """
 import json, sys
 from lightning_selfalign.sandbox import SandboxPool, Limits
@@ -267,20 +293,27 @@ with SandboxPool(workers=1, isolation=sys.argv[2]) as pool:
         pool.run("import extra_module", "open(extra_module.__file__, 'a').write('x')", limits),
         pool.run("import os", f"os.rename({top!r}, '/tmp/moved')", limits),
         pool.run("open('/tmp/left.txt', 'w').write('x')", "assert True", limits),
-        pool.run("import os, extra_module", f"assert os.listdir('/tmp') == [{top[5:]!r}], os.listdir('/tmp')", limits),
+        pool.run("import os", f"seen = os.listdir('/tmp'); assert {top[5:]!r} in seen and 'left.txt' not in seen",
+                 limits),
+        pool.run("import os, extra_module", "d = os.path.dirname(extra_module.__file__)\\n"
+                 "open(os.path.join(d, 'nested', 'x'), 'w').write('x')", limits),
     ]
 print(json.dumps([(r.verdict, r.reason) for r in runs]))
 """
         python = str(root / "venv" / "bin" / "python")
         done = subprocess.run([python, "-c", script, str(root), isolation], capture_output=True, text=True, cwd="/")
         assert done.returncode == 0, done.stderr[-3000:]
-        imported, written, renamed, scratch, clean = json.loads(done.stdout.strip().splitlines()[-1])
+        imported, written, renamed, scratch, clean, inside = json.loads(done.stdout.strip().splitlines()[-1])
         assert imported == ["pass", ""], imported
         assert written[0] == "error" and ("Read-only file system" in written[1] or "Permission" in written[1]), written
         assert renamed[0] == "error" and ("Read-only" in renamed[1] or "busy" in renamed[1]), renamed
         assert (scratch[0], clean[0]) == ("pass", "pass"), (scratch, clean)
         assert (site / "extra_module.py").read_text() == "VALUE = 42\n"
+        assert inside[0] == "error" and ("Read-only" in inside[1] or "Permission" in inside[1]), inside
+        assert not (nested / "x").exists()
     finally:
+        if mounted:
+            subprocess.run(["umount", str(nested)])
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -119,7 +119,7 @@ def mount_private_dirs(scratch_mb: int) -> None:
     this interpreter imports from under them (a virtualenv in /tmp) is bound back read-only."""
     _check(libc.unshare(CLONE_NEWNS), "unshare mount namespace")
     _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
-    keep = {path: os.open(path, os.O_PATH | os.O_DIRECTORY) for path in paths_under_scratch()}
+    keep = {path: os.open(path, os.O_PATH) for path in paths_under_scratch()}
     opts = f"size={scratch_mb}m,nr_inodes=4096,mode=1777".encode()
     for target in SCRATCH_DIRS:
         if os.path.isdir(target):
@@ -131,12 +131,14 @@ def mount_private_dirs(scratch_mb: int) -> None:
 
 
 def paths_under_scratch() -> list[str]:
-    """The directories this interpreter imports from (its prefixes, ``sys.path``) that lie under a scratch dir,
-    outermost only: a checkout or virtualenv in /tmp, as CI and pytest make."""
-    candidates = {os.path.abspath(p) for p in (*sys.path, sys.prefix, sys.base_prefix) if p}
-    under = [
-        p for p in candidates if os.path.isdir(p) and any(p.startswith(scratch + os.sep) for scratch in SCRATCH_DIRS)
-    ]
+    """What this interpreter imports from (its prefixes, ``sys.path``: directories or zip files) that lies under a
+    scratch dir, outermost only: a checkout or virtualenv in /tmp, as CI and pytest make. Each entry counts both as
+    named and as resolved, since a path elsewhere may be a link into /tmp."""
+    candidates = set()
+    for entry in (*sys.path, sys.prefix, sys.base_prefix):
+        if entry:
+            candidates.update((os.path.abspath(entry), os.path.realpath(entry)))
+    under = [p for p in candidates if os.path.exists(p) and any(p.startswith(s + os.sep) for s in SCRATCH_DIRS)]
     return sorted(p for p in under if not any(p.startswith(q + os.sep) for q in under))
 
 
@@ -151,30 +153,49 @@ def keep_under_scratch(keep: dict[str, int]) -> None:
         scratch = next(s for s in SCRATCH_DIRS if path.startswith(s + os.sep))
         tops.setdefault(os.path.join(scratch, os.path.relpath(path, scratch).split(os.sep)[0]), []).append(path)
     for top, paths in tops.items():
-        os.mkdir(top, 0o755)
         if paths != [top]:
+            os.mkdir(top, 0o755)
             _check(libc.mount(b"tmpfs", top.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"), top)
         for path in paths:
-            os.makedirs(path, 0o755, exist_ok=True)
-            source = f"/proc/self/fd/{keep[path]}".encode()
-            _check(libc.mount(source, path.encode(), None, MS_BIND | MS_REC, None), f"bind {path}")
+            source = f"/proc/self/fd/{keep[path]}"
+            if os.path.isdir(source):
+                os.makedirs(path, 0o755, exist_ok=True)
+            else:  # a zip on sys.path: a file to bind onto
+                os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+            _check(libc.mount(source.encode(), path.encode(), None, MS_BIND | MS_REC, None), f"bind {path}")
             os.close(keep[path])
-            flags = os.statvfs(path).f_flag
-            if not flags & os.ST_RDONLY:  # bubblewrap's binds are read-only already; a host path is not
-                # A remount must keep the flags a more privileged namespace locked (ST_* equal MS_* for these).
-                kept = flags & (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME | os.ST_NODIRATIME)
-                remount = MS_REMOUNT | MS_BIND | MS_RDONLY | kept | (flags & os.ST_RELATIME)
-                _check(libc.mount(None, path.encode(), None, remount, None), f"read-only {path}")
+            make_read_only(path)
         if paths != [top]:
             _check(libc.mount(None, top.encode(), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None), top)
         KEPT.add(top)
 
 
+def make_read_only(path: str) -> None:
+    """Remount read-only every mount at or under ``path`` (a recursive bind brings the ones inside it along)."""
+    with open("/proc/self/mountinfo", "rb") as mountinfo:
+        points = [line.split()[4] for line in mountinfo]
+    prefix = os.fsencode(path)
+    for point in points:  # mountinfo escapes space, tab, newline and backslash as \ooo
+        point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), point)
+        if point != prefix and not point.startswith(prefix + b"/"):
+            continue
+        flags = os.statvfs(point).f_flag
+        if flags & os.ST_RDONLY:  # bubblewrap's binds are read-only already; a host path is not
+            continue
+        # A remount must repeat the flags that a more privileged namespace locked (these ST_* equal their MS_*).
+        locked = flags & (os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC | os.ST_NOATIME | os.ST_NODIRATIME)
+        remount = MS_REMOUNT | MS_BIND | MS_RDONLY | locked
+        _check(libc.mount(None, point, None, remount, None), f"read-only {os.fsdecode(point)}")
+
+
 def wipe_scratch() -> None:
-    """Remove what the last sample left in the scratch dirs, so the next one starts empty."""
+    """Remove what the last sample left in the scratch dirs, so the next one starts empty (and writable: the
+    samples' uid owns them and could have changed their mode)."""
     import shutil  # here, not at the top: only the helper needs it, and the forker is smaller without it
 
     for target in SCRATCH_DIRS:
+        os.chmod(target, 0o1777)
         with os.scandir(target) as entries:
             for entry in entries:
                 if entry.path in KEPT:
@@ -218,8 +239,8 @@ def rlimit_pairs(limits: dict) -> tuple:
 
 
 def redirect_fds(devnull: int, output_w: int, result_w: int) -> None:
-    """stdin from /dev/null (``devnull``, opened once by the forker), stdout+stderr to the drained output pipe, the
-    result pipe at RESULT_FD; close the rest."""
+    """stdin from /dev/null (``devnull``, opened for this sample by the forker), stdout+stderr to the drained output
+    pipe, the result pipe at RESULT_FD; close the rest."""
     dup2 = os.dup2
     dup2(devnull, 0)
     dup2(output_w, 1)
@@ -334,7 +355,6 @@ def serve_forks(sock: _socket.socket, config: dict) -> None:
     with the CPU the fork, the sample and the reaping took. Sets no-new-privs first, once, for every sample."""
     libc.prctl(PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # once, here: every sample inherits it
-    config["devnull"] = os.open(os.devnull, os.O_RDONLY)  # every sample's stdin
     if config["namespaces"]:
         os.chdir("/tmp")  # every sample's working directory: its scratch, private to the helper's mount namespace
         config["main"] = harness.prepare_main("/tmp")  # and every sample's untouched __main__
@@ -348,10 +368,18 @@ def serve_forks(sock: _socket.socket, config: dict) -> None:
         if job["imports"]:
             preload(job["imports"])
             set_environment(config)  # in case an import changed it
+        # A /dev/null of its own for each sample's stdin: one shared open file would carry a sample's flock or
+        # F_SETFL flags to the next (and the lock to the host's /dev/null).
+        config["devnull"] = os.open(os.devnull, os.O_RDONLY)
         pid = fork_sample(job, config, *fds)
-        os.close(fds[0])
-        os.close(fds[1])
-        sock.sendall(struct.pack("<q", pid))  # the helper opens its own pidfd of it
+        for fd in (*fds, config["devnull"]):
+            os.close(fd)
+        if config["namespaces"]:
+            sock.sendall(struct.pack("<q", pid))  # the helper opens its own pidfd of it (see start_sample)
+        else:  # leftovers of a sample could reuse its pid once reaped: a pidfd now, before we reap it
+            pidfd = os.pidfd_open(pid)
+            sock.sendmsg([struct.pack("<q", pid)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", pidfd))])
+            os.close(pidfd)
         _, status, usage = os.wait4(pid, 0)  # the sample's CPU comes with it: no getrusage calls
         cpu = time.process_time() - cpu_started + usage.ru_utime + usage.ru_stime
         sock.sendall(struct.pack("<qdq", status, cpu, usage.ru_minflt))
@@ -374,14 +402,19 @@ def new_imports(code: str, tests: str, imported: set[str]) -> list[str]:
 def start_sample(job: dict, config: dict, output_w: int, result_w: int) -> tuple[int, int | None]:
     """Have the forker start a sample; returns (pid, pidfd), the pidfd None when the sample has already been reaped.
 
-    The pidfd is opened here rather than passed by the forker: its pid cannot have been reused in between, since
-    the forker forks nothing until our next job and a sample's own processes die with it (it is PID 1 of its
-    namespace; without namespaces its leftovers could fork, but then the forker has reported the exit already and
-    the pidfd is never used to kill)."""
+    With namespaces the pidfd is opened here from the pid (no fd passing): the pid cannot have been reused in
+    between, since only the forker forks in our PID namespace, not before our next job, and a sample's own
+    processes are gone before the forker can reap it (it is PID 1 of theirs). Without namespaces the forker sends
+    one it opened before reaping: leftovers of the sample could otherwise fork onto its pid."""
     blob = marshal.dumps(job)
     forker = config["forker"]
     fds = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("2i", output_w, result_w))
     forker.sendmsg([struct.pack("<Q", len(blob)), blob], [fds])
+    if not config["namespaces"]:
+        reply, ancillary, _, _ = forker.recvmsg(8, _socket.CMSG_SPACE(4))
+        if len(reply) != 8 or not ancillary or len(ancillary[0][2]) != 4:
+            raise RuntimeError("the forker died")
+        return struct.unpack("<q", reply)[0], struct.unpack("i", ancillary[0][2])[0]
     pid = struct.unpack("<q", _receive_exactly(forker, 8))[0]
     try:
         return pid, os.pidfd_open(pid)
