@@ -254,8 +254,8 @@ def run_sample_process(job: dict, config: dict, output_w: int, result_w: int) ->
     """The forked sample (PID 1 of its own namespace when namespaces are on): lock down, run the harness.
 
     Every page a fresh child writes is copied, so this path is kept to few calls and no new objects: the rlimit
-    pairs come ready-made, its /dev/null is opened by the forker, and with namespaces the working directory (/tmp, private to
-    the helper's mount namespace) is the forker's own."""
+    pairs come ready-made, its /dev/null is opened by the forker, and with namespaces the working directory (/tmp,
+    private to the helper's mount namespace) is the forker's own."""
     try:
         if not config["namespaces"]:  # with them, the helper (its PID namespace's init) dies if the forker does
             libc.prctl(PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
