@@ -5,8 +5,9 @@ JSONL batches; :class:`SandboxPool` to keep helpers warm across calls. ``isolati
 enables; ``harness.py`` says how a pass is established.
 
 Processes: the pool talks JSON lines to each warm helper (``helper.py``, stdlib only, in bubblewrap, as an
-unprivileged uid); the helper compiles and supervises each sample, and a forker it made at start-up forks the
-sample process (``pool.py`` queues two samples per helper; ``helper.py`` says why the forker is separate).
+unprivileged uid); the helper compiles and supervises each sample (``supervision.py``), and a forker it made at
+start-up forks the sample process (``pool.py`` queues two samples per helper; ``helper.py`` says why the forker is
+separate).
 
 Protects against (default ``bwrap`` mode, each property attacked by ``tests/test_sandbox_hostile.py``):
 loops, C calls and ignored signals (wall clock enforced from outside by SIGKILL); fork bombs (process cap

@@ -2,24 +2,20 @@
 
 Runs as a script (``python -I -B -S helper.py CONFIG_JSON``; ``without_site`` gives samples what ``site`` would),
 inside bubblewrap when available, and imports only the standard library, so that nothing of the application is
-reachable and forking stays cheap. It reads one JSON request per line on stdin and writes one JSON verdict per
-line on stdout, one sample at a time, in order (the pool may queue the next request while one runs).
+reachable and forking stays cheap. This file holds what the forker and the samples need; the per-request work
+(compiling, supervising, verdicts: ``supervision.py``) is loaded only after the forker exists.
 
 At start (namespace modes) the helper drops to its unprivileged uid, enters a user namespace of its own
 (mapped to that uid, so ``RLIMIT_NPROC`` holds even for root's library), a PID namespace of its own (it is
 its PID 1) and a mount namespace with a size-capped tmpfs on /tmp and /dev/shm. It then preloads a few small
 common modules and forks the *forker*, a copy of itself that does nothing but fork samples: a process that
 forks has all its pages write-protected, so every page it writes afterwards faults once, and the helper's own
-work (JSON, parsing, compiling) would write hundreds per sample. Per sample the helper compiles the program
-(small ones; large ones compile in the child under the clock), and sends it with the two pipe fds to the
-forker, which imports any allowlisted module the source names that it has not loaded yet (so later samples get
-it free, while the forker stays as small as the workload allows), unshares a fresh PID namespace and forks:
+work (JSON, parsing, compiling) would write hundreds per sample. Per sample the forker gets the compiled program
+and two pipe fds, imports any allowlisted module the source names that it has not loaded yet (so later samples
+get it free, while the forker stays as small as the workload allows), unshares a fresh PID namespace and forks:
 the child is PID 1 there, so when it dies the kernel kills every process it started. The forker hands back its
-pid (the helper opens a pidfd of it) and, once it has reaped the child, its wait status. The child sets the
-rlimits, redirects stdin/stdout/stderr, drops its capabilities (no-new-privs it inherits from the forker) and runs
-the harness.
-The helper drains the output, enforces the wall clock from outside with SIGKILL (through the pidfd), wipes the
-scratch dirs, and turns the harness report or the exit status into a verdict.
+pid and, once it has reaped the child, its wait status. The child sets the rlimits, redirects
+stdin/stdout/stderr, drops its capabilities (no-new-privs it inherits from the forker) and runs the harness.
 """
 
 import _signal
@@ -44,7 +40,6 @@ PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 RESULT_FD = 1023
 SCRATCH_DIRS = ("/tmp", "/dev/shm")
 HELPER_MEMORY = 4 << 30
-COMPILE_HERE_MAX = 32 * 1024  # characters of code + tests
 SAMPLE_UID = 1000  # the helper's and the samples' uid inside their user namespace: not root there either
 # Imported once, before the forker is made, so each forked sample gets them for free: small and very common.
 # Not ``random``: it reseeds itself in every forked child (~40 page faults, ~0.07 ms, per sample); the few samples
@@ -52,16 +47,6 @@ SAMPLE_UID = 1000  # the helper's and the samples' uid inside their user namespa
 # extension maps 5 more regions, which every fork and exit pays for (~2 us each), used or not; they are on demand.
 PRELOAD = "abc collections collections.abc copy enum functools io itertools json math operator re string struct typing"
 PRELOAD = PRELOAD.split()
-# Imported into the forker the first time a sample's source names them (then every later sample gets them free).
-# Not up front: each MB the forker holds costs every fork and exit (page tables, copy-on-write), used or not; with
-# all of these loaded a HumanEval sample cost ~0.7 ms more CPU. Standard modules without import side effects only.
-ON_DEMAND = frozenset(
-    "array ast base64 binascii bisect calendar cmath contextlib csv dataclasses datetime decimal difflib fractions "
-    "graphlib hashlib heapq inspect numbers pickle pprint queue statistics textwrap time unicodedata unittest "
-    "zlib".split()
-)
-_IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import\b|import[ \t]+([\w., \t]+))", re.MULTILINE)
-
 libc = ctypes.CDLL(None, use_errno=True)
 # Made once here, before the forker, not in each sample: resolving the function and building the ctypes arrays in
 # a freshly forked child copied ~75 pages (~0.1 ms per sample). Each child uses its own copy-on-write copy.
@@ -217,27 +202,6 @@ def drop_capabilities() -> None:
         _check(libc.capset(_CAP_HEADER, _CAP_NONE), "capset")
 
 
-_RLIMITS: dict = {}
-
-
-def rlimit_pairs(limits: dict) -> tuple:
-    """``((resource, (soft, hard)), ...)`` for ``limits``, made once per distinct limits by the helper and sent with
-    each job, so that the sample only calls ``setrlimit`` (building them in the child copied ~10 more pages)."""
-    key = tuple(sorted(limits.items()))
-    if key not in _RLIMITS:
-        mb = 1 << 20
-        caps = (
-            (resource.RLIMIT_AS, limits["memory_mb"] * mb),
-            (resource.RLIMIT_FSIZE, limits["file_size_mb"] * mb),
-            (resource.RLIMIT_CPU, int(limits["timeout_s"]) + 2),
-            (resource.RLIMIT_NOFILE, limits["open_files"]),
-            (resource.RLIMIT_CORE, 0),
-            (resource.RLIMIT_NPROC, limits["processes"] + 3),  # the helper, its waiting parent and the forker count too
-        )
-        _RLIMITS[key] = tuple((which, (value, value)) for which, value in caps)
-    return _RLIMITS[key]
-
-
 def redirect_fds(devnull: int, output_w: int, result_w: int) -> None:
     """stdin from /dev/null (``devnull``, opened for this sample by the forker), stdout+stderr to the drained output
     pipe, the result pipe at RESULT_FD; close the rest."""
@@ -385,259 +349,6 @@ def serve_forks(sock: _socket.socket, config: dict) -> None:
         sock.sendall(struct.pack("<qdq", status, cpu, usage.ru_minflt))
 
 
-def new_imports(code: str, tests: str, imported: set[str]) -> list[str]:
-    """The ON_DEMAND modules the source imports (by a line scan: a miss only means the sample imports it itself)
-    that the forker has not loaded yet; they are added to ``imported``."""
-    names = []
-    for source in (code, tests):
-        for from_name, import_names in _IMPORT_LINE.findall(source):
-            for name in [from_name] if from_name else import_names.split(","):
-                name = name.split(" as ")[0].strip().split(".")[0]
-                if name in ON_DEMAND and name not in imported:
-                    imported.add(name)
-                    names.append(name)
-    return names
-
-
-def start_sample(job: dict, config: dict, output_w: int, result_w: int) -> tuple[int, int | None]:
-    """Have the forker start a sample; returns (pid, pidfd), the pidfd None when the sample has already been reaped.
-
-    With namespaces the pidfd is opened here from the pid (no fd passing): the pid cannot have been reused in
-    between, since only the forker forks in our PID namespace, not before our next job, and a sample's own
-    processes are gone before the forker can reap it (it is PID 1 of theirs). Without namespaces the forker sends
-    one it opened before reaping: leftovers of the sample could otherwise fork onto its pid."""
-    blob = marshal.dumps(job)
-    forker = config["forker"]
-    fds = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("2i", output_w, result_w))
-    forker.sendmsg([struct.pack("<Q", len(blob)), blob], [fds])
-    if not config["namespaces"]:
-        reply, ancillary, _, _ = forker.recvmsg(8, _socket.CMSG_SPACE(4))
-        if len(reply) != 8 or not ancillary or len(ancillary[0][2]) != 4:
-            raise RuntimeError("the forker died")
-        return struct.unpack("<q", reply)[0], struct.unpack("i", ancillary[0][2])[0]
-    pid = struct.unpack("<q", _receive_exactly(forker, 8))[0]
-    try:
-        return pid, os.pidfd_open(pid)
-    except ProcessLookupError:
-        return pid, None
-
-
-def _receive_exactly(sock: _socket.socket, size: int) -> bytes:
-    reply = b""
-    while len(reply) < size:
-        chunk = sock.recv(size - len(reply))
-        if not chunk:
-            raise RuntimeError("the forker died")
-        reply += chunk
-    return reply
-
-
-def wait_sample(config: dict) -> tuple[int, float, int]:
-    """The sample's wait status, the forker's CPU seconds for it (fork, sample, reaping) and the page faults of the
-    sample's processes, once the forker has reaped it."""
-    return struct.unpack("<qdq", _receive_exactly(config["forker"], 24))
-
-
-def kill_sample(pid: int, pidfd: int | None, config: dict) -> None:
-    """SIGKILL to PID 1 ends its whole namespace; without one only the process group can be found."""
-    try:
-        if pidfd is not None:
-            _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
-    except OSError:
-        pass
-    if not config["namespaces"]:
-        try:
-            os.killpg(pid, _signal.SIGKILL)
-        except OSError:
-            pass
-
-
-def _drain(fd: int, keep: bytearray, bound: int) -> bool:
-    """Read what is available; keep up to ``bound`` bytes. False at end of file, or when a non-blocking fd has
-    nothing now (a process that escaped the kill, possible only without a PID namespace, may hold it open)."""
-    try:
-        chunk = os.read(fd, 1 << 16)
-    except BlockingIOError:
-        return False
-    if len(keep) < bound:
-        keep += chunk[: bound - len(keep)]
-    return bool(chunk)
-
-
-def supervise(pid: int, pidfd: int | None, output_r: int, result_r: int, started: float, job: dict, config: dict):
-    """Drain output and results until the sample exits or the wall clock (from ``started``) runs out, then kill it.
-
-    Returns (output, result frames, wait status, timed out, (the forker's CPU seconds, the sample's page faults))."""
-    from select import select  # here, not at the top: only the helper needs it, and the forker is smaller without it
-
-    deadline = started + job["limits"]["timeout_s"]
-    output, result = bytearray(), bytearray()
-    bound = job["limits"]["output_kb"] * 1024
-    forker = config["forker"].fileno()  # readable when the forker has reaped the sample
-    open_fds = [output_r, result_r, forker]
-    timed_out = False
-    while forker in open_fds:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            kill_sample(pid, pidfd, config)
-            timed_out = True
-            break
-        ready, _, _ = select(open_fds, [], [], remaining)
-        for fd in ready:
-            if fd == forker:
-                open_fds.remove(forker)
-            elif not _drain(fd, output if fd == output_r else result, bound if fd == output_r else 1 << 20):
-                open_fds.remove(fd)
-    status, forker_cpu, faults = wait_sample(config)
-    if config["namespaces"]:
-        wipe_scratch()
-    else:
-        kill_sample(pid, pidfd, config)  # leftovers in its process group
-        import shutil
-
-        shutil.rmtree(job["scratch"], ignore_errors=True)
-    for fd, keep, limit in ((output_r, output, bound), (result_r, result, 1 << 20)):
-        os.set_blocking(fd, False)
-        while _drain(fd, keep, limit):
-            pass
-    return bytes(output), bytes(result), status, timed_out, (forker_cpu, faults)
-
-
-def _parse_frames(result: bytes, nonce: str) -> dict:
-    """The harness report and setup errors; anything without this sample's nonce is ignored."""
-    frames: dict = {}
-    for kind in ("REPORT", "SETUP"):
-        marker = f"\nSELFALIGN-{kind} {nonce} ".encode()
-        at = result.find(marker)
-        if at < 0:
-            continue
-        body = result[at + len(marker) :]
-        if kind == "REPORT":
-            header, _, rest = body.partition(b"\n")
-            status, checks, length = header.decode().split()
-            frames[kind] = (status, int(checks), rest[: int(length)].decode("utf-8", "replace"))
-        else:
-            frames[kind] = body.split(b"\n", 1)[0].decode("utf-8", "replace")
-    return frames
-
-
-def _signal_name(number: int) -> str:
-    import signal  # here, not at the top: only the helper needs the names, and the forker is smaller without them
-
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def verdict_of(frames: dict, status: int, timed_out: bool, output: bytes, limits: dict) -> tuple[str, str, int]:
-    """(verdict, reason, tests_run) from what came back: a harness report wins over an exit status."""
-    if "REPORT" in frames:
-        kind, checks, reason = frames["REPORT"]
-        if kind == "ok":
-            return ("pass", "", checks) if checks > 0 else ("no_tests", "the tests executed no assert", 0)
-        return kind, reason, checks
-    if timed_out:
-        return "timeout", f"no result within {limits['timeout_s']:g} s (wall clock)", 0
-    if "SETUP" in frames:
-        return "crash", f"sandbox setup failed: {frames['SETUP']}", 0
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        if sig == _signal.SIGXCPU:
-            return "timeout", f"CPU time limit ({_signal_name(sig)})", 0
-        if sig == _signal.SIGXFSZ:
-            return "error", f"file size limit exceeded ({_signal_name(sig)})", 0
-        tail = output[-300:].decode("utf-8", "replace").strip()
-        return "crash", f"killed by {_signal_name(sig)}" + (f": {tail}" if tail else ""), 0
-    return "error", f"the process exited (status {os.WEXITSTATUS(status)}) before the tests finished", 0
-
-
-def _private_dir() -> str:
-    """A fresh scratch dir for a sample that has no mount namespace of its own."""
-    import tempfile  # here, not at the top: only the helper needs it, and the forker is smaller without it
-
-    return tempfile.mkdtemp(prefix="selfalign-sample-")
-
-
-def execute_request(request: dict, config: dict) -> dict:
-    """Run one sample in a fresh isolated child; returns the response row."""
-    started, cpu_started = time.monotonic(), time.process_time()
-    job = {"nonce": request["nonce"], "limits": request["limits"], "program": b"", "code": "", "tests": ""}
-    if len(request["code"]) + len(request["tests"]) <= COMPILE_HERE_MAX:
-        # Compiled here, where memory is already private: in the child every touched page would be copied.
-        # Larger sources compile in the child, under the wall clock, so none can stall the helper.
-        try:
-            job["program"] = marshal.dumps(harness.instrument(request["code"], request["tests"]))
-        except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
-            return _response("error", harness.describe(exc), 0, started, cpu_started, b"")
-    else:
-        job.update(code=request["code"], tests=request["tests"])
-    job["scratch"] = "" if config["namespaces"] else _private_dir()
-    job["rlimits"] = rlimit_pairs(request["limits"])
-    job["imports"] = new_imports(request["code"], request["tests"], config["imported"])
-    output_r, output_w = os.pipe()
-    result_r, result_w = os.pipe()
-    try:
-        pid, pidfd = start_sample(job, config, output_w, result_w)
-    finally:
-        os.close(output_w)
-        os.close(result_w)
-    try:
-        output, result, status, timed_out, forker = supervise(pid, pidfd, output_r, result_r, started, job, config)
-    finally:
-        if pidfd is not None:
-            os.close(pidfd)
-        os.close(output_r)
-        os.close(result_r)
-    frames = _parse_frames(result, request["nonce"])
-    verdict, reason, tests_run = verdict_of(frames, status, timed_out, output, request["limits"])
-    return _response(verdict, reason, tests_run, started, cpu_started, output, forker)
-
-
-def _response(
-    verdict: str,
-    reason: str,
-    tests_run: int,
-    started: float,
-    cpu_started: float,
-    output: bytes,
-    forker: tuple[float, int] = (0.0, 0),
-) -> dict:
-    """The response row; ``cpu_s`` is our CPU since ``cpu_started`` plus the forker's (fork, sample, reaping),
-    ``page_faults`` the sample's processes' (what a fork-per-sample design pays most for, and a count, not a time)."""
-    return {
-        "verdict": verdict,
-        "reason": reason[:2000],
-        "tests_run": tests_run,
-        "duration_s": round(time.monotonic() - started, 4),
-        "output": output.decode("utf-8", "replace"),
-        "cpu_s": round(time.process_time() - cpu_started + forker[0], 5),
-        "page_faults": forker[1],
-    }
-
-
-def probe(config: dict) -> list[str]:
-    """Check the per-sample isolation works here before promising it; returns the active protections."""
-    code = "import os\nassert os.getpid() == 1, 'not PID 1 of its own namespace'" if config["namespaces"] else ""
-    request = {
-        "code": code,
-        "tests": "assert True",
-        "nonce": "probe",
-        "limits": {
-            "timeout_s": 10,
-            "memory_mb": 512,
-            "processes": 8,
-            "file_size_mb": 1,
-            "open_files": 64,
-            "output_kb": 4,
-        },
-    }
-    response = execute_request(request, config)
-    if response["verdict"] != "pass":
-        raise RuntimeError(f"probe sample failed: {response['verdict']}: {response['reason']} {response['output']}")
-    return config["protections"]
-
-
 def without_site(config: dict) -> None:
     """What ``site`` would have given samples, without importing it (``-S``): its search path, found once by the
     pool, and the ``exit``/``quit``/``help``/``copyright``/``credits``/``license`` builtins. ``site`` and the
@@ -679,34 +390,38 @@ def serve(config: dict) -> None:
         set_environment(config)
         preload(PRELOAD)
         config["forker"], config["imported"] = start_forker(config), set()
-        ready = {"ready": probe(config)}
+        # Only now: none of the per-request code (nor the garbage of compiling it) is in the forker's memory.
+        supervision = _load_script("supervision.py", SUPERVISION_SOURCE, harness=harness, wipe_scratch=wipe_scratch)
+        ready = {"ready": supervision.probe(config)}
     except Exception as exc:
         ready = {"error": f"{type(exc).__name__}: {exc}"}
     out.write(json.dumps(ready) + "\n")
     out.flush()
-    if "error" in ready:
-        return
-    for line in sys.stdin:
-        request = json.loads(line)
-        response = execute_request(request, config)
-        response["seq"] = request["seq"]  # lets the pool check each answer belongs to the sample it expects
-        out.write(json.dumps(response) + "\n")
-        out.flush()
+    if "error" not in ready:
+        supervision.serve_requests(config)
 
 
-def _load_harness():
-    """harness.py, by path (this script is not in a package); without importlib.util, which the forker need not hold."""
+def _read_source(name: str) -> bytes:
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), name), "rb") as source:
+        return source.read()
+
+
+def _load_script(name: str, source: bytes, **names: object):
+    """Run ``source`` (the file ``name`` beside this one) as a module, then set ``names`` in it (over its
+    placeholders): this script is not in a package, and the forker need not hold ``importlib``."""
     import types
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness.py")
-    module = types.ModuleType("_selfalign_harness")
-    module.__file__ = path
-    with open(path, "rb") as source:
-        exec(compile(source.read(), path, "exec", dont_inherit=True), module.__dict__)
+    module = types.ModuleType(f"_selfalign_{name[:-3]}")
+    module.__file__ = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+    exec(compile(source, module.__file__, "exec", dont_inherit=True), module.__dict__)
+    module.__dict__.update(names)
     return module
 
 
-harness = _load_harness()
+harness = _load_script("harness.py", _read_source("harness.py"))
+# Read now, while the package is visible (a checkout under /tmp is covered once the scratch tmpfs is mounted), and
+# compiled only after the forker is made.
+SUPERVISION_SOURCE = _read_source("supervision.py")
 
 if __name__ == "__main__":
     serve(json.loads(sys.argv[1]))

@@ -1,0 +1,326 @@
+"""The helper's side of each request: compile, hand to the forker, supervise, turn what came back into a verdict.
+
+Loaded by ``helper.py`` (by path, standard library only, like ``harness.py``) after it has made the forker, so none
+of this is in the forker's memory, which every sample fork copies. ``serve_requests`` reads one JSON request per line
+on stdin and writes one JSON verdict per line on stdout, in order. Per request: compile the instrumented program here
+(small ones; large ones compile in the child under the clock), send it with the two pipe fds to the forker, drain the
+output, enforce the wall clock from outside with SIGKILL (through a pidfd), wipe the scratch dirs, and turn the
+harness report or the exit status into a verdict.
+"""
+
+import _signal
+import _socket
+import json
+import marshal
+import os
+import re
+import resource
+import struct
+import sys
+import time
+from typing import Any
+
+# Replaced by helper.py when it loads this file: the harness module, and the scratch wipe (a mount concern, there).
+harness: Any = None
+
+
+def wipe_scratch() -> None:
+    raise RuntimeError("supervision.py runs as loaded by helper.py, which supplies wipe_scratch")
+
+
+COMPILE_HERE_MAX = 32 * 1024  # characters of code + tests
+
+# Imported into the forker the first time a sample's source names them (then every later sample gets them free).
+# Not up front: each MB the forker holds costs every fork and exit (page tables, copy-on-write), used or not; with
+# all of these loaded a HumanEval sample cost ~0.7 ms more CPU. Standard modules without import side effects only.
+ON_DEMAND = frozenset(
+    "array ast base64 binascii bisect calendar cmath contextlib csv dataclasses datetime decimal difflib fractions "
+    "graphlib hashlib heapq inspect numbers pickle pprint queue statistics textwrap time unicodedata unittest "
+    "zlib".split()
+)
+_IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import\b|import[ \t]+([\w., \t]+))", re.MULTILINE)
+
+
+_RLIMITS: dict = {}
+
+
+def rlimit_pairs(limits: dict) -> tuple:
+    """``((resource, (soft, hard)), ...)`` for ``limits``, made once per distinct limits by the helper and sent with
+    each job, so that the sample only calls ``setrlimit`` (building them in the child copied ~10 more pages)."""
+    key = tuple(sorted(limits.items()))
+    if key not in _RLIMITS:
+        mb = 1 << 20
+        caps = (
+            (resource.RLIMIT_AS, limits["memory_mb"] * mb),
+            (resource.RLIMIT_FSIZE, limits["file_size_mb"] * mb),
+            (resource.RLIMIT_CPU, int(limits["timeout_s"]) + 2),
+            (resource.RLIMIT_NOFILE, limits["open_files"]),
+            (resource.RLIMIT_CORE, 0),
+            (resource.RLIMIT_NPROC, limits["processes"] + 3),  # the helper, its waiting parent and the forker count too
+        )
+        _RLIMITS[key] = tuple((which, (value, value)) for which, value in caps)
+    return _RLIMITS[key]
+
+
+def new_imports(code: str, tests: str, imported: set[str]) -> list[str]:
+    """The ON_DEMAND modules the source imports (by a line scan: a miss only means the sample imports it itself)
+    that the forker has not loaded yet; they are added to ``imported``."""
+    names = []
+    for source in (code, tests):
+        for from_name, import_names in _IMPORT_LINE.findall(source):
+            for name in [from_name] if from_name else import_names.split(","):
+                name = name.split(" as ")[0].strip().split(".")[0]
+                if name in ON_DEMAND and name not in imported:
+                    imported.add(name)
+                    names.append(name)
+    return names
+
+
+def start_sample(job: dict, config: dict, output_w: int, result_w: int) -> tuple[int, int | None]:
+    """Have the forker start a sample; returns (pid, pidfd), the pidfd None when the sample has already been reaped.
+
+    With namespaces the pidfd is opened here from the pid (no fd passing): the pid cannot have been reused in
+    between, since only the forker forks in our PID namespace, not before our next job, and a sample's own
+    processes are gone before the forker can reap it (it is PID 1 of theirs). Without namespaces the forker sends
+    one it opened before reaping: leftovers of the sample could otherwise fork onto its pid."""
+    blob = marshal.dumps(job)
+    forker = config["forker"]
+    fds = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("2i", output_w, result_w))
+    forker.sendmsg([struct.pack("<Q", len(blob)), blob], [fds])
+    if not config["namespaces"]:
+        reply, ancillary, _, _ = forker.recvmsg(8, _socket.CMSG_SPACE(4))
+        if len(reply) != 8 or not ancillary or len(ancillary[0][2]) != 4:
+            raise RuntimeError("the forker died")
+        return struct.unpack("<q", reply)[0], struct.unpack("i", ancillary[0][2])[0]
+    pid = struct.unpack("<q", _receive_exactly(forker, 8))[0]
+    try:
+        return pid, os.pidfd_open(pid)
+    except ProcessLookupError:
+        return pid, None
+
+
+def _receive_exactly(sock: _socket.socket, size: int) -> bytes:
+    reply = b""
+    while len(reply) < size:
+        chunk = sock.recv(size - len(reply))
+        if not chunk:
+            raise RuntimeError("the forker died")
+        reply += chunk
+    return reply
+
+
+def wait_sample(config: dict) -> tuple[int, float, int]:
+    """The sample's wait status, the forker's CPU seconds for it (fork, sample, reaping) and the page faults of the
+    sample's processes, once the forker has reaped it."""
+    return struct.unpack("<qdq", _receive_exactly(config["forker"], 24))
+
+
+def kill_sample(pid: int, pidfd: int | None, config: dict) -> None:
+    """SIGKILL to PID 1 ends its whole namespace; without one only the process group can be found."""
+    try:
+        if pidfd is not None:
+            _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
+    except OSError:
+        pass
+    if not config["namespaces"]:
+        try:
+            os.killpg(pid, _signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _drain(fd: int, keep: bytearray, bound: int) -> bool:
+    """Read what is available; keep up to ``bound`` bytes. False at end of file, or when a non-blocking fd has
+    nothing now (a process that escaped the kill, possible only without a PID namespace, may hold it open)."""
+    try:
+        chunk = os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return False
+    if len(keep) < bound:
+        keep += chunk[: bound - len(keep)]
+    return bool(chunk)
+
+
+def supervise(pid: int, pidfd: int | None, output_r: int, result_r: int, started: float, job: dict, config: dict):
+    """Drain output and results until the sample exits or the wall clock (from ``started``) runs out, then kill it.
+
+    Returns (output, result frames, wait status, timed out, (the forker's CPU seconds, the sample's page faults))."""
+    from select import select  # here, not at the top: only the helper needs it, and the forker is smaller without it
+
+    deadline = started + job["limits"]["timeout_s"]
+    output, result = bytearray(), bytearray()
+    bound = job["limits"]["output_kb"] * 1024
+    forker = config["forker"].fileno()  # readable when the forker has reaped the sample
+    open_fds = [output_r, result_r, forker]
+    timed_out = False
+    while forker in open_fds:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            kill_sample(pid, pidfd, config)
+            timed_out = True
+            break
+        ready, _, _ = select(open_fds, [], [], remaining)
+        for fd in ready:
+            if fd == forker:
+                open_fds.remove(forker)
+            elif not _drain(fd, output if fd == output_r else result, bound if fd == output_r else 1 << 20):
+                open_fds.remove(fd)
+    status, forker_cpu, faults = wait_sample(config)
+    if config["namespaces"]:
+        wipe_scratch()
+    else:
+        kill_sample(pid, pidfd, config)  # leftovers in its process group
+        import shutil
+
+        shutil.rmtree(job["scratch"], ignore_errors=True)
+    for fd, keep, limit in ((output_r, output, bound), (result_r, result, 1 << 20)):
+        os.set_blocking(fd, False)
+        while _drain(fd, keep, limit):
+            pass
+    return bytes(output), bytes(result), status, timed_out, (forker_cpu, faults)
+
+
+def _parse_frames(result: bytes, nonce: str) -> dict:
+    """The harness report and setup errors; anything without this sample's nonce is ignored."""
+    frames: dict = {}
+    for kind in ("REPORT", "SETUP"):
+        marker = f"\nSELFALIGN-{kind} {nonce} ".encode()
+        at = result.find(marker)
+        if at < 0:
+            continue
+        body = result[at + len(marker) :]
+        if kind == "REPORT":
+            header, _, rest = body.partition(b"\n")
+            status, checks, length = header.decode().split()
+            frames[kind] = (status, int(checks), rest[: int(length)].decode("utf-8", "replace"))
+        else:
+            frames[kind] = body.split(b"\n", 1)[0].decode("utf-8", "replace")
+    return frames
+
+
+def _signal_name(number: int) -> str:
+    import signal  # here, not at the top: only the helper needs the names, and the forker is smaller without them
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def verdict_of(frames: dict, status: int, timed_out: bool, output: bytes, limits: dict) -> tuple[str, str, int]:
+    """(verdict, reason, tests_run) from what came back: a harness report wins over an exit status."""
+    if "REPORT" in frames:
+        kind, checks, reason = frames["REPORT"]
+        if kind == "ok":
+            return ("pass", "", checks) if checks > 0 else ("no_tests", "the tests executed no assert", 0)
+        return kind, reason, checks
+    if timed_out:
+        return "timeout", f"no result within {limits['timeout_s']:g} s (wall clock)", 0
+    if "SETUP" in frames:
+        return "crash", f"sandbox setup failed: {frames['SETUP']}", 0
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == _signal.SIGXCPU:
+            return "timeout", f"CPU time limit ({_signal_name(sig)})", 0
+        if sig == _signal.SIGXFSZ:
+            return "error", f"file size limit exceeded ({_signal_name(sig)})", 0
+        tail = output[-300:].decode("utf-8", "replace").strip()
+        return "crash", f"killed by {_signal_name(sig)}" + (f": {tail}" if tail else ""), 0
+    return "error", f"the process exited (status {os.WEXITSTATUS(status)}) before the tests finished", 0
+
+
+def _private_dir() -> str:
+    """A fresh scratch dir for a sample that has no mount namespace of its own."""
+    import tempfile  # here, not at the top: only the helper needs it, and the forker is smaller without it
+
+    return tempfile.mkdtemp(prefix="selfalign-sample-")
+
+
+def execute_request(request: dict, config: dict) -> dict:
+    """Run one sample in a fresh isolated child; returns the response row."""
+    started, cpu_started = time.monotonic(), time.process_time()
+    job = {"nonce": request["nonce"], "limits": request["limits"], "program": b"", "code": "", "tests": ""}
+    if len(request["code"]) + len(request["tests"]) <= COMPILE_HERE_MAX:
+        # Compiled here, where memory is already private: in the child every touched page would be copied.
+        # Larger sources compile in the child, under the wall clock, so none can stall the helper.
+        try:
+            job["program"] = marshal.dumps(harness.instrument(request["code"], request["tests"]))
+        except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
+            return _response("error", harness.describe(exc), 0, started, cpu_started, b"")
+    else:
+        job.update(code=request["code"], tests=request["tests"])
+    job["scratch"] = "" if config["namespaces"] else _private_dir()
+    job["rlimits"] = rlimit_pairs(request["limits"])
+    job["imports"] = new_imports(request["code"], request["tests"], config["imported"])
+    output_r, output_w = os.pipe()
+    result_r, result_w = os.pipe()
+    try:
+        pid, pidfd = start_sample(job, config, output_w, result_w)
+    finally:
+        os.close(output_w)
+        os.close(result_w)
+    try:
+        output, result, status, timed_out, forker = supervise(pid, pidfd, output_r, result_r, started, job, config)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+        os.close(output_r)
+        os.close(result_r)
+    frames = _parse_frames(result, request["nonce"])
+    verdict, reason, tests_run = verdict_of(frames, status, timed_out, output, request["limits"])
+    return _response(verdict, reason, tests_run, started, cpu_started, output, forker)
+
+
+def _response(
+    verdict: str,
+    reason: str,
+    tests_run: int,
+    started: float,
+    cpu_started: float,
+    output: bytes,
+    forker: tuple[float, int] = (0.0, 0),
+) -> dict:
+    """The response row; ``cpu_s`` is our CPU since ``cpu_started`` plus the forker's (fork, sample, reaping),
+    ``page_faults`` the sample's processes' (what a fork-per-sample design pays most for, and a count, not a time)."""
+    return {
+        "verdict": verdict,
+        "reason": reason[:2000],
+        "tests_run": tests_run,
+        "duration_s": round(time.monotonic() - started, 4),
+        "output": output.decode("utf-8", "replace"),
+        "cpu_s": round(time.process_time() - cpu_started + forker[0], 5),
+        "page_faults": forker[1],
+    }
+
+
+def probe(config: dict) -> list[str]:
+    """Check the per-sample isolation works here before promising it; returns the active protections."""
+    code = "import os\nassert os.getpid() == 1, 'not PID 1 of its own namespace'" if config["namespaces"] else ""
+    request = {
+        "code": code,
+        "tests": "assert True",
+        "nonce": "probe",
+        "limits": {
+            "timeout_s": 10,
+            "memory_mb": 512,
+            "processes": 8,
+            "file_size_mb": 1,
+            "open_files": 64,
+            "output_kb": 4,
+        },
+    }
+    response = execute_request(request, config)
+    if response["verdict"] != "pass":
+        raise RuntimeError(f"probe sample failed: {response['verdict']}: {response['reason']} {response['output']}")
+    return config["protections"]
+
+
+def serve_requests(config: dict) -> None:
+    """Answer requests on stdin until it closes."""
+    out = sys.stdout
+    for line in sys.stdin:
+        request = json.loads(line)
+        response = execute_request(request, config)
+        response["seq"] = request["seq"]  # lets the pool check each answer belongs to the sample it expects
+        out.write(json.dumps(response) + "\n")
+        out.flush()
