@@ -36,6 +36,19 @@ def humaneval_rows(broken: bool = False) -> list[dict]:
     return rows
 
 
+def python_for_helper_without_bwrap() -> str:
+    """An interpreter for a pool whose helper starts without bubblewrap. As root that helper runs as an unprivileged
+    uid, which must reach the interpreter and this checkout: a system python rather than one under /root."""
+    from lightning_selfalign.sandbox.isolation import _hidden_ancestor
+
+    if os.geteuid() != 0:
+        return sys.executable
+    python = "/usr/bin/python3"
+    if not os.access(python, os.X_OK) or _hidden_ancestor(str(REPO)):
+        pytest.skip("no interpreter and checkout that an unprivileged uid can reach")
+    return python
+
+
 @pytest.fixture(scope="module")
 def pool():
     with SandboxPool(workers=2) as shared:
@@ -263,13 +276,7 @@ def test_samples_see_what_site_would_give(pool):
 def test_a_virtualenv_under_tmp_stays_importable_and_read_only(isolation):
     """A virtualenv under the host's /tmp (as CI and pytest's tmp_path make): the samples' private /tmp covers it,
     so the helper binds it back, read-only, where samples cannot rename or change it; scratch is still wiped."""
-    from lightning_selfalign.sandbox.isolation import _hidden_ancestor
-
-    # As root, the namespaces mode runs the helper as an unprivileged uid: the interpreter (hence the system one) and
-    # this checkout must be reachable by it. bwrap binds what it needs back itself.
-    base = sys.executable if isolation == "bwrap" else "/usr/bin/python3"
-    if isolation == "namespaces" and (not os.access(base, os.X_OK) or _hidden_ancestor(str(REPO))):
-        pytest.skip("no interpreter and checkout that an unprivileged uid can reach")
+    base = sys.executable if isolation == "bwrap" else python_for_helper_without_bwrap()  # bwrap binds its own back
     root = Path(tempfile.mkdtemp(dir="/tmp", prefix="selfalign-venv-"))
     root.chmod(0o755)
     try:
@@ -403,11 +410,7 @@ def test_works_as_unprivileged_user(tmp_path):
 def test_rlimits_mode_runs_kills_and_cleans_up():
     """The unsafe mode (no namespaces) still gives verdicts, enforces the wall clock through the pidfd the forker
     passes, and kills what a sample left in its process group."""
-    from lightning_selfalign.sandbox.isolation import _hidden_ancestor
-
-    python = sys.executable if os.geteuid() != 0 else "/usr/bin/python3"  # as root it runs as an unprivileged uid
-    if not os.access(python, os.X_OK) or (os.geteuid() == 0 and _hidden_ancestor(str(REPO))):
-        pytest.skip("no interpreter and checkout that an unprivileged uid can reach")
+    python = python_for_helper_without_bwrap()
     script = (
         f"import sys, json; sys.path.insert(0, {str(REPO)!r})\n"
         "from lightning_selfalign.sandbox import SandboxPool, Limits\n"
