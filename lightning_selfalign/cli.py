@@ -16,7 +16,8 @@ from lightning_selfalign.errors import UserError
 # command -> "module:function"; imported lazily so `selfalign seeds` never pays for torch.
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("lightning_selfalign.export:export_command", "Hugging Face folder (and Hub upload) from a checkpoint"),
-    "tiny-model": ("lightning_selfalign.tiny:build_tiny_model", "build the tiny random StarCoder2 model, offline"),
+    "tiny-model": ("lightning_selfalign.tiny:build_tiny_model", "a tiny StarCoder2 model, random or pretrained"),
+    "toyworld": ("lightning_selfalign.toyworld.world:toyworld_command", "write the CPU code world's files"),
     "seeds": ("lightning_selfalign.seeds:mine_seeds_command", "mine seed functions from a code corpus"),
     "generate": ("lightning_selfalign.stages:generate_command", "one stage: concepts|instructions|responses"),
     "execute": ("lightning_selfalign.sandbox.batch:execute_command", "execution filter: run code + tests sandboxed"),
@@ -24,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("lightning_selfalign.evaluation:evaluate_command", "HumanEval(+)/MBPP(+) pass@k"),
     "self-align": ("lightning_selfalign.rounds:self_align_command", "the whole multi-round loop"),
     "serve": ("lightning_selfalign.serve:serve", "small OpenAI-compatible server over the transformers engine"),
+    "report": ("lightning_selfalign.report:report_command", "report.html + plots of self-align runs"),
 }
 LIGHTNING_COMMANDS = {
     "fit": "train (LightningCLI): selfalign fit --config configs/tiny-cpu.yaml",

@@ -67,6 +67,8 @@ class StageSettings:
     max_new_tokens: int = 512
     chat: bool = False
     num_fewshot: int = DEFAULT_NUM_FEWSHOT
+    categories: tuple[str, ...] = CATEGORIES
+    difficulties: tuple[str, ...] = DIFFICULTIES
     round: int = 0
     seed: int = 0
     batch_size: int | None = None
@@ -89,7 +91,11 @@ class StageSettings:
             (self.max_new_tokens >= 1, f"--max_new_tokens must be at least 1, got {self.max_new_tokens}"),
             (self.num_fewshot >= 0, f"--num_fewshot must be >= 0, got {self.num_fewshot}"),
             (self.batch_size is None or self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}"),
-        ]
+            (bool(self.categories) and set(self.categories) <= set(CATEGORIES),
+             f"--categories must be a non-empty subset of {list(CATEGORIES)}, got {list(self.categories)}"),
+            (bool(self.difficulties) and set(self.difficulties) <= set(DIFFICULTIES),
+             f"--difficulties must be a non-empty subset of {list(DIFFICULTIES)}, got {list(self.difficulties)}"),
+        ]  # fmt: skip
         return [message for ok, message in checks if not ok]
 
 
@@ -114,6 +120,11 @@ def dropped_path(output: str | Path) -> Path:
 def run_fingerprint(stage: str, settings: StageSettings, model: str, prompt_fingerprint: str) -> str:
     """Digest of everything that decides a row's content (not n, batch size or shard: they change none)."""
     sampling = {key: getattr(settings, key) for key in ("temperature", "top_p", "max_new_tokens", "seed")}
+    if stage == "instructions":  # only a choice off the defaults enters, so rows made before it stay valid
+        if tuple(settings.categories) != CATEGORIES:
+            sampling["categories"] = list(settings.categories)
+        if tuple(settings.difficulties) != DIFFICULTIES:
+            sampling["difficulties"] = list(settings.difficulties)
     return fingerprint({"stage": stage, "prompt": prompt_fingerprint, "sampling": sampling, "model": model})
 
 
@@ -154,7 +165,7 @@ def make_samples(stage: str, row: dict, indices: Iterable[int], settings: StageS
         sampled: dict = {}
         if stage == "instructions":
             rng = random.Random(f"{settings.seed}:{sample_id}")
-            sampled = {"category": rng.choice(CATEGORIES), "difficulty": rng.choice(DIFFICULTIES)}
+            sampled = {"category": rng.choice(settings.categories), "difficulty": rng.choice(settings.difficulties)}
             prompt = _build(stage, {**row, **sampled}, rng, settings)
         else:
             shared = shared or _build(stage, row, random.Random(f"{settings.seed}:{stage}:{row['id']}"), settings)
@@ -355,6 +366,8 @@ def generate_command(
     top_p: float = 0.95,
     max_new_tokens: int | None = None,
     num_fewshot: int = DEFAULT_NUM_FEWSHOT,
+    categories: list[str] | None = None,
+    difficulties: list[str] | None = None,
     batch_size: int | None = None,
     concurrency: int = 32,
     request_timeout: float = 600.0,
@@ -392,6 +405,8 @@ def generate_command(
         max_new_tokens: longest generation; longer samples are dropped as 'length' (default: 256 concepts, 512
             instructions, 1536 responses).
         num_fewshot: few-shot examples per prompt.
+        categories: task kinds the instructions stage draws from, uniformly (default: function, class, program).
+        difficulties: difficulties the instructions stage draws from, uniformly (default: easy, medium, hard).
         batch_size: prompts per engine call (hf: one padded batch; default 16 hf, 4 x concurrency openai, 2048
             vllm). Output is written after each call.
         concurrency: most requests in flight at once (openai).
@@ -411,8 +426,9 @@ def generate_command(
     """
     settings = StageSettings.for_stage(
         stage, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, chat=chat,
-        num_fewshot=num_fewshot, round=round, seed=seed, batch_size=batch_size, keep_dropped=keep_dropped,
-        progress=progress,
+        num_fewshot=num_fewshot, categories=tuple(categories) if categories else None,
+        difficulties=tuple(difficulties) if difficulties else None, round=round, seed=seed,
+        batch_size=batch_size, keep_dropped=keep_dropped, progress=progress,
     )  # fmt: skip
     problems = settings.problems()
     if model is None and engine != "openai":

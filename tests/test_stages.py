@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from lightning_selfalign.errors import UserError
 from lightning_selfalign.jsonl import read_jsonl, stable_id
 
 SERVER_SCRIPT = Path(__file__).with_name("test_engines_openai.py")
@@ -240,3 +241,18 @@ def test_shards_together_equal_one_unsharded_run(seeds, canned_chain, canned_ser
     assert all(parts) and not (tmp_path / "c.jsonl").exists()
     merged = sorted((row for part in parts for row in part), key=lambda row: row["id"])
     assert merged == sorted(rows_of(canned_chain["concepts"]), key=lambda row: row["id"])
+
+
+def test_instructions_draw_only_the_task_kinds_and_difficulties_asked_for(canned_chain, canned_server, tmp_path):
+    options = {"engine": "openai", "model": "scripted", "base_url": canned_server, "progress": False}
+    output = tmp_path / "instructions.jsonl"
+    stats = run("instructions", canned_chain["concepts"], output, categories=["function"], difficulties=["hard"],
+                **options)  # fmt: skip
+    rows = rows_of(output)
+    assert rows and {(row["category"], row["difficulty"]) for row in rows} == {("function", "hard")}
+    default = rows_of(canned_chain["instructions"])
+    assert {row["category"] for row in default} == {"function", "class", "program"}
+    assert rows[0]["fingerprint"] != default[0]["fingerprint"], "the restriction is part of the rows' settings"
+    with pytest.raises(UserError, match="--difficulties"):
+        run("instructions", canned_chain["concepts"], tmp_path / "x.jsonl", difficulties=["extreme"], **options)
+    assert stats["kept"] == len(rows)

@@ -87,6 +87,7 @@ def curate_command(
     drop_tests: bool = False,
     assert_probability: float = 0.0,
     strip_comments: bool = False,
+    require_pass: bool = True,
     drop_incomplete: bool = True,
     drop_truncated: bool = True,
     select: Literal["most_tests", "random"] = "most_tests",
@@ -119,6 +120,8 @@ def curate_command(
         drop_tests: remove the tests block (and its "Tests:" heading) from the response.
         assert_probability: chance of appending 1-5 of the row's asserts to the instruction.
         strip_comments: remove # comments inside the response's Python blocks.
+        require_pass: keep only rows whose verdict is pass; false keeps every parsed response whatever its verdict
+            (the execution-filter ablation of SelfCodeAlign).
         drop_incomplete: drop responses with TODO / FIXME / "your code here".
         drop_truncated: drop responses cut by the length limit (finish_reason "length").
         select: which passing response to keep per instruction: most_tests (most checks run, then
@@ -144,6 +147,7 @@ def curate_command(
         drop_tests=drop_tests,
         assert_probability=assert_probability,
         strip_comments=strip_comments,
+        require_pass=require_pass,
         drop_incomplete=drop_incomplete,
         drop_truncated=drop_truncated,
         select=select,

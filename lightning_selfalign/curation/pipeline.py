@@ -44,6 +44,7 @@ class CurationConfig:
     drop_tests: bool = False
     assert_probability: float = 0.0
     strip_comments: bool = False
+    require_pass: bool = True
     drop_incomplete: bool = True
     drop_truncated: bool = True
     select: str = "most_tests"
@@ -148,7 +149,7 @@ def _rank(row: dict[str, Any], rule: str, seed: int) -> tuple:
 
 
 def _filter_reason(row: dict[str, Any], config: CurationConfig) -> str | None:
-    if row.get("verdict") != VERDICT_PASS:
+    if config.require_pass and row.get("verdict") != VERDICT_PASS:
         return f"verdict:{row.get('verdict')}"
     if config.drop_truncated and row.get("finish_reason") == "length":
         return "truncated"

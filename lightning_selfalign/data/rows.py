@@ -73,6 +73,8 @@ def source_key(patterns: str | Sequence[str]) -> tuple[list[Path], str]:
     The digest changes when a file is added, removed or rewritten, which is how a reload notices new data.
     """
     files = expand_paths(patterns)
+    if not files:
+        raise UserError("--data.train_files names no file: there is nothing to train on")
     stamps = []
     for path in files:
         stat = path.stat()

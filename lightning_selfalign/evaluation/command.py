@@ -125,8 +125,9 @@ def evaluate_command(
         chat: instruct model: the task goes in as an instruction through the model's chat template and the code
             of the answer is kept; without it (base model) the prompt is continued up to the next top-level
             def/class/if/print/#.
-        response_prefix: with --chat, text the answer starts with (the StarCoder2-Instruct evaluation's
-            '```python'); needs the tokenizer locally. '' sends plain chat messages and takes the first
+        response_prefix: with --chat, text the answer starts with, '{prompt}' standing for the task's prompt
+            (default: the StarCoder2-Instruct evaluation's newline, ```python fence and the prompt, so the model
+            writes the body); needs the tokenizer locally. '' sends plain chat messages and takes the first
             ```python block of the answer.
         tokenizer: folder of the tokenizer whose chat template renders --chat prompts with a --response_prefix
             (default: --model; needed with --engine openai when --model is a served name).

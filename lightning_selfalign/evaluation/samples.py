@@ -22,8 +22,10 @@ from lightning_selfalign.jsonl import JsonlAppender, fingerprint, read_jsonl, st
 
 # The Codex paper's stop sequences, plus decorators and a closing fence: each begins a new top-level statement.
 COMPLETION_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nif", "\nprint", "\n```")
-CHAT_INSTRUCTION = "Write a Python function to solve the following task:\n```python\n{prompt}\n```"
-CHAT_RESPONSE_PREFIX = "```python"
+# StarCoder2-Instruct's evaluation (evaluation/text2code.py of the reference): the task's prompt in a fence as the
+# instruction, and the answer pre-filled with the same prompt, so the model writes the body of the given function.
+CHAT_INSTRUCTION = "Write a Python function to solve the given task:\n```python\n{prompt}\n```"
+CHAT_RESPONSE_PREFIX = "\n```python\n{prompt}"
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,13 @@ def chat_prompt_text(tokenizer: Any, task: Task, response_prefix: str) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("--chat needs a chat template and this model's tokenizer has none; drop --chat")
     instruction = CHAT_INSTRUCTION.format(prompt=task.prompt.strip())
+    prefix = response_prefix.replace("{prompt}", task.prompt.strip())
     text = tokenizer.apply_chat_template(messages_for(instruction), add_generation_prompt=True, tokenize=False)
     bos = tokenizer.bos_token
     # The engines tokenize text prompts with special tokens on; a tokenizer that adds BOS itself would double it.
     if bos and text.startswith(bos) and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]:
         text = text[len(bos) :]
-    return text + response_prefix
+    return text + prefix
 
 
 def extract_code(text: str) -> str:
@@ -133,7 +136,8 @@ def generate_samples(
     from lightning_selfalign.engines import Sampling
 
     samples_path = Path(samples_path)
-    run_fp = fingerprint({**asdict(settings), "n": None, "model": engine.model, "instruction": CHAT_INSTRUCTION})
+    run_fp = fingerprint({**asdict(settings), "n": None, "model": engine.model, "instruction": CHAT_INSTRUCTION,
+                          "version": 2})  # fmt: skip
     done = _done_sample_ids(samples_path, run_fp)
     indices = {task.task_id: [i for i in range(settings.n) if sample_id(task.task_id, i) not in done] for task in tasks}
     todo = list(_requests(tasks, indices, settings, tokenizer))

@@ -14,7 +14,13 @@ from typing import Any
 from lightning_selfalign.curation import CurationConfig
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.rounds.data_round import run_data_round
-from lightning_selfalign.rounds.evaluation import evaluate_base, finish_round, generator_for, train_files_for
+from lightning_selfalign.rounds.evaluation import (
+    evaluate_base,
+    finish_round,
+    generator_for,
+    train_files_for,
+    write_round_report,
+)
 from lightning_selfalign.rounds.settings import (
     ExecutionOptions,
     GenerationOptions,
@@ -37,10 +43,13 @@ def self_align_command(
     generation: GenerationOptions | None = None,
     execution: ExecutionOptions | None = None,
     curation: CurationConfig | None = None,
+    execution_filter: bool = True,
     evaluate: bool = True,
+    benchmark_file: str | None = None,
     eval_limit: int | None = None,
     eval_max_new_tokens: int = 512,
     eval_chat: bool = True,
+    eval_base_chat: bool = False,
     rollback: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -65,10 +74,17 @@ def self_align_command(
             --generation.served_model (the server's weights generate every round: serve each round's model/ there).
         execution: sandbox limits: --execution.timeout, --execution.memory, --execution.workers, --execution.isolation.
         curation: curation options (selfalign curate's flags), e.g. --curation.select most_tests.
-        evaluate: evaluate each round's model on HumanEval (pass@1, greedy).
-        eval_limit: evaluate on the first N HumanEval tasks only (quick CPU runs; not comparable to the benchmark).
+        execution_filter: train only on responses that passed their own tests in the sandbox; false is the
+            SelfCodeAlign ablation (every parsed response is kept; execution still runs, so verdicts are reported).
+        evaluate: evaluate the base model (completion mode) and each round's model (pass@1, greedy).
+        benchmark_file: evaluate on this HumanEval-format JSONL instead of HumanEval (e.g. the code world's
+            benchmark.jsonl from selfalign toyworld).
+        eval_limit: evaluate on the first N tasks only (quick CPU runs; not comparable to the benchmark).
         eval_max_new_tokens: longest evaluation completion.
         eval_chat: evaluate round models through their chat template (they are trained on it).
+        eval_base_chat: evaluate the base model with the rounds' chat prompt too (its answer is pre-filled with the
+            task's prompt, so it only continues code), making round -1 the same measurement as every round's;
+            default: completion mode, as base models are usually scored.
         rollback: a round whose pass@1 is below the best so far (base model included) is rolled back: its weights
             are replaced by the best model's and that model generates the next round's data.
         progress: show progress bars.
@@ -76,9 +92,10 @@ def self_align_command(
     settings = RoundSettings(
         model=model, train_config=train_config, rounds=rounds, epochs_per_round=epochs_per_round,
         train_args=list(train_args or []), seeds=seeds or SeedOptions(), generation=generation or GenerationOptions(),
-        execution=execution or ExecutionOptions(), curation=curation or CurationConfig(), evaluate=evaluate,
-        eval_limit=eval_limit, eval_max_new_tokens=eval_max_new_tokens, eval_chat=eval_chat, rollback=rollback,
-        progress=progress,
+        execution=execution or ExecutionOptions(), curation=curation or CurationConfig(),
+        execution_filter=execution_filter, evaluate=evaluate, benchmark_file=benchmark_file, eval_limit=eval_limit,
+        eval_max_new_tokens=eval_max_new_tokens, eval_chat=eval_chat, eval_base_chat=eval_base_chat,
+        rollback=rollback, progress=progress,
     )  # fmt: skip
     problems = settings.problems()
     if problems:
@@ -86,7 +103,7 @@ def self_align_command(
     path = Path(workdir)
     save_settings(path, settings)
     state = RoundState(path)
-    if settings.rollback:
+    if settings.evaluate:
         evaluate_base(path, settings)
     start = first_untrained_round(state, rounds)
     checkpoint = complete_previous_round(start - 1, path, settings) if start > 0 else None
@@ -95,6 +112,7 @@ def self_align_command(
         train(settings, path, train_files_for(state, start), checkpoint)
     summary = round_summary(state, rounds)
     (path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    summary["report"] = str(write_round_report(path))
     print_summary(summary)
     return summary
 
@@ -161,4 +179,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         score = "" if entry["pass@1"] is None else f", pass@1 {entry['pass@1']:.4f}"
         rolled = " (rolled back)" if entry["rolled_back"] else ""
         print(f"round {entry['round']}: {entry['stage']}; {counts}{score}{rolled}", file=sys.stderr)
+    base = summary["base"].get("pass@1")
+    if base is not None:
+        print(f"base model: pass@1 {base:.4f}", file=sys.stderr)
     print(f"self-align: state {summary['state']}", file=sys.stderr)
+    print(f"self-align: report {summary['report']}", file=sys.stderr)

@@ -6,6 +6,7 @@ the stage helpers it calls (seed slicing, the lazily loaded generation engine, e
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,8 @@ def generate(stage: str, input: Path, output: Path, engine: RoundEngine, round: 
         n=o.n if stage == "responses" else 1, temperature=o.temperature, top_p=o.top_p,
         max_new_tokens=getattr(o, f"max_new_tokens_{stage}"), chat=o.chat, num_fewshot=o.num_fewshot, round=round,
         seed=o.seed + round, batch_size=o.batch_size, progress=settings.progress,
+        **({"categories": tuple(o.categories)} if o.categories else {}),
+        **({"difficulties": tuple(o.difficulties)} if o.difficulties else {}),
     )  # fmt: skip
     rows = rows_of(input)
     stats = run_stage(stage, rows, output, engine.get(), stage_settings, source=str(input)) if rows else None
@@ -140,8 +143,10 @@ def curate_round(paths: RoundPaths, settings: RoundSettings) -> int:
     from lightning_selfalign.curation import curate, removed_path
     from lightning_selfalign.curation.pipeline import config_dict
 
-    result = curate(rows_of(paths.executed), settings.curation)
+    # The ablation arm keeps every parsed response, passing or not; the sandbox still ran, so its verdicts are known.
+    config = replace(settings.curation, require_pass=settings.curation.require_pass and settings.execution_filter)
+    result = curate(rows_of(paths.executed), config)
     write_jsonl(paths.sft, result.rows)
     write_jsonl(removed_path(paths.sft), result.removed)
-    write_stats(paths.sft, {**result.stats(), "stage": "curate", "settings": config_dict(settings.curation)})
+    write_stats(paths.sft, {**result.stats(), "stage": "curate", "settings": config_dict(config)})
     return len(result.rows)

@@ -33,7 +33,8 @@ def evaluate_model(model_dir: str, output: Path, settings: RoundSettings, chat: 
     g, e = settings.generation, settings.execution
     served = g.engine == "openai"
     return evaluate_command(
-        output=str(output), model=g.served_model if served else model_dir, engine=g.engine, base_url=g.base_url,
+        output=str(output), benchmark_file=settings.benchmark_file, model=g.served_model if served else model_dir,
+        engine=g.engine, base_url=g.base_url,
         api_key=g.api_key, chat=chat, tokenizer=model_dir if served and chat else None, n=1, temperature=0.0,
         max_new_tokens=settings.eval_max_new_tokens, limit=settings.eval_limit, concurrency=g.concurrency,
         dtype=g.dtype, tensor_parallel_size=g.tensor_parallel_size, vllm_kwargs=g.vllm_kwargs, timeout=e.timeout,
@@ -43,10 +44,11 @@ def evaluate_model(model_dir: str, output: Path, settings: RoundSettings, chat: 
 
 
 def evaluate_base(workdir: Path, settings: RoundSettings) -> None:
-    """The base model's pass@1, the bar round 0 must clear when ``rollback`` is on (completion mode)."""
+    """The base model's pass@1 (completion mode, as base models are scored, unless ``eval_base_chat``): round -1 of
+    the report, and the bar round 0 must clear when ``rollback`` is on."""
     state = RoundState(workdir)
     if "pass@1" not in state.data()["base"]:
-        report = evaluate_model(settings.model, workdir / "base-humaneval.json", settings, chat=False)
+        report = evaluate_model(settings.model, workdir / "base-humaneval.json", settings, chat=settings.eval_base_chat)
         state.set_base(model=settings.model, **{"pass@1": report["pass@1"]})
 
 
@@ -78,3 +80,14 @@ def best_so_far(state: RoundState, round: int, base_model: str) -> tuple[str, fl
         if score is not None and not entry.get("rolled_back") and (best[1] is None or score >= best[1]):
             best = (str(RoundPaths(state.path.parent, earlier).model), score)
     return best
+
+
+def write_round_report(workdir: Path) -> Path | None:
+    """``WORKDIR/report/report.html`` as the run stands; a report that fails warns and never stops the loop."""
+    from lightning_selfalign.report import write_report
+
+    try:
+        return write_report([workdir])
+    except Exception as exc:  # the report reads everything the run wrote; a flaw there must not cost a round
+        warnings.warn(f"{workdir}: the report could not be written ({type(exc).__name__}: {exc})", stacklevel=2)
+        return None

@@ -43,6 +43,8 @@ class GenerationOptions:
     max_new_tokens_instructions: int = 512
     max_new_tokens_responses: int = 1536
     num_fewshot: int = 8
+    categories: list[str] | None = None  # task kinds the instructions stage draws (default function, class, program)
+    difficulties: list[str] | None = None  # difficulties the instructions stage draws (default easy, medium, hard)
     batch_size: int | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     tensor_parallel_size: int = 1
@@ -75,10 +77,13 @@ class RoundSettings:
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
     curation: CurationConfig = field(default_factory=CurationConfig)
+    execution_filter: bool = True
     evaluate: bool = True
+    benchmark_file: str | None = None
     eval_limit: int | None = None
     eval_max_new_tokens: int = 512
     eval_chat: bool = True
+    eval_base_chat: bool = False
     rollback: bool = False
     progress: bool = True
 
@@ -97,6 +102,8 @@ class RoundSettings:
             found.append("--generation.engine openai needs --generation.base_url")
         if self.rollback and not self.evaluate:
             found.append("--rollback compares each round's pass@1: it needs --evaluate true")
+        if self.benchmark_file is not None and not Path(self.benchmark_file).is_file():
+            found.append(f"--benchmark_file {self.benchmark_file}: no such file (HumanEval-format JSONL)")
         if self.eval_limit is not None and self.eval_limit < 1:
             found.append(f"--eval_limit must be >= 1, got {self.eval_limit}")
         return found + [f"--curation: {problem}" for problem in self.curation.problems()]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.rounds.data_round import run_data_round
-from lightning_selfalign.rounds.evaluation import finish_round, generator_for
+from lightning_selfalign.rounds.evaluation import finish_round, generator_for, write_round_report
 from lightning_selfalign.rounds.settings import load_settings
 from lightning_selfalign.rounds.state import RoundState
 
@@ -32,6 +32,7 @@ def round_worker(workdir: str, round: int, model_dir: str, shard: str = "0/1") -
     part = parse_shard(shard)
     assert RoundState(path).reached(round, "exported"), f"round {round} must be exported before it is evaluated"
     finish_round(round, path, settings)
+    write_round_report(path)
     if round + 1 < settings.rounds:
         run_data_round(round + 1, generator_for(RoundState(path), round + 1, settings.model), path, settings, part)
 

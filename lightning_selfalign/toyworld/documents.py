@@ -1,0 +1,109 @@
+"""Pretraining documents: the world as a base code model would have met it on the web.
+
+Every corpus task gives a plain documented function, and one document in the pipeline's own stage formats
+(rendered by :func:`lightning_selfalign.prompts.build_prompt` itself, zero-shot, so the base model knows exactly
+the prompts the loop will show it): a function with its concepts, concepts with an instruction, or an
+instruction with a response of reasoning, code and tests (which recompute the expected value from the description,
+step by step). Responses carry realistic noise: some solutions are wrong (one step changed; their tests still follow
+the description), some tests are wrong, and some asserts state a literal expected value.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from lightning_selfalign.prompts import build_prompt, render_response
+from lightning_selfalign.prompts.render import END
+from lightning_selfalign.toyworld.ops import OPS, VARIABLE
+from lightning_selfalign.toyworld.tasks import Task
+from lightning_selfalign.toyworld.world import World
+
+REASONING = (
+    "The function applies the steps in order, one assignment per step, and returns the last value.",
+    "Each step of the description becomes one line; the tests recompute the expected value in one expression.",
+    "I follow the description step by step and keep the intermediate value in a variable.",
+)
+# How hard a task of so many steps is: what the instructions stage's drawn difficulty asks for.
+DIFFICULTY = {1: "easy", 2: "easy", 3: "medium", 4: "hard"}
+# The stub's body is a placeholder, so a prompt ending in a docstring is continued with a body, not a fence.
+STUB_INSTRUCTION = "Implement this function:\n```python\n{prompt}    ...\n```"
+
+
+@dataclass(frozen=True)
+class Noise:
+    """Shares of responses with a wrong solution, with wrong tests, and of asserts with a literal expectation."""
+
+    wrong_code: float = 0.2
+    wrong_tests: float = 0.10
+    literal_assert: float = 0.2
+    stub_instruction: float = 0.3
+
+
+def perturb(task: Task, rng: random.Random) -> Task:
+    """The task with one step replaced by another operation of the same types (or the same one, redrawn)."""
+    index = rng.randrange(len(task.steps))
+    step = task.steps[index]
+    same_types = [op for op in OPS if op.source == step.op.source and op.target == step.op.target]
+    changed = rng.choice(same_types).draw(rng)
+    return Task(task.name, task.steps[:index] + (changed,) + task.steps[index + 1 :])
+
+
+def instruction_text(task: Task, rng: random.Random, noise: Noise) -> str:
+    if rng.random() < noise.stub_instruction:
+        return STUB_INSTRUCTION.format(prompt=task.prompt())
+    return f"Write a Python function `{task.signature()}`. {task.description()}"
+
+
+def tests_text(task: Task, arguments: list, rng: random.Random, noise: Noise) -> str:
+    """A loop over ``arguments`` recomputing the expected value step by step from the description, then asserting
+    the function agrees; a share of responses add an assert of a literal expected value."""
+    variable = VARIABLE[task.source]
+    lines = [f"for {variable} in ({', '.join(repr(a) for a in arguments)},):", f"    expected = {variable}"]
+    lines += [f"    expected = {step.expression('expected')}" for step in task.steps]
+    lines.append(f"    assert {task.name}({variable}) == expected")
+    if rng.random() < noise.literal_assert:
+        try:
+            argument = arguments[0]
+            lines.append(f"assert {task.name}({argument!r}) == {task.function()(argument)!r}")
+        except Exception:  # a perturbed chain may fail on this input: no literal then
+            pass
+    return "\n".join(lines)
+
+
+def response_text(task: Task, cases: list, rng: random.Random, noise: Noise) -> str:
+    code_task = perturb(task, rng) if rng.random() < noise.wrong_code else task
+    tests_task = perturb(task, rng) if rng.random() < noise.wrong_tests else task
+    arguments = [argument for argument, _ in cases[:3]]
+    return render_response(rng.choice(REASONING), code_task.code(), tests_text(tests_task, arguments, rng, noise))
+
+
+def stage_document(stage: str, row: dict, answer: str, rng: random.Random) -> str:
+    prompt = build_prompt(stage, row, rng=rng, chat=False, num_fewshot=0)
+    assert prompt.text is not None, "completion mode renders text"
+    return f"{prompt.text}{answer}\n{END}"
+
+
+def task_documents(task: Task, cases: list, rng: random.Random, noise: Noise) -> list[str]:
+    """The plain function and one stage document for one corpus task."""
+    documents = [task.code()]
+    kind = rng.choice(("concepts", "instructions", "responses", "responses"))
+    if kind == "concepts":
+        answer = "\n".join(f"- {concept}" for concept in task.concepts())
+        documents.append(stage_document(kind, {"id": task.name, "seed": task.code()}, answer, rng))
+    elif kind == "instructions":
+        row = {"id": task.name, "concepts": task.concepts(), "category": "function",
+               "difficulty": DIFFICULTY[len(task.steps)]}  # fmt: skip
+        documents.append(stage_document(kind, row, instruction_text(task, rng, Noise(stub_instruction=0.0)), rng))
+    else:
+        row = {"id": task.name, "instruction": instruction_text(task, rng, noise)}
+        documents.append(stage_document(kind, row, response_text(task, cases, rng, noise), rng))
+    return documents
+
+
+def pretraining_documents(world: World, noise: Noise | None = None, seed: int = 0) -> list[str]:
+    """Every corpus task's documents, shuffled (seeded)."""
+    rng, noise = random.Random(seed), noise or Noise()
+    documents = [doc for task, cases in world.corpus for doc in task_documents(task, cases, rng, noise)]
+    rng.shuffle(documents)
+    return documents
