@@ -259,7 +259,7 @@ def test_retries_after_5xx_and_timeouts_succeed():
         completions = engine.generate(requests_for(4), Sampling(max_new_tokens=64))
         stats = server.stats()
         assert stats["hung"] == 4 and stats["failed"] == 8, stats
-        assert engine.counters["retries"] == 12
+        assert engine.counters["retries"] >= 12, "one per scripted failure (a loaded machine can time out more)"
         assert all(c.finish_reason == "stop" and c.text for c in completions)
     finally:
         server.stop()
