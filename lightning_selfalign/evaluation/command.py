@@ -159,6 +159,8 @@ def evaluate_command(
     ks = list(ks) if ks else list(DEFAULT_KS)
     _check_options(model, samples, settings, ks, limit, timeout, memory, workers)
     every_task = load_tasks(benchmark, benchmark_file)
+    if benchmark_file is not None and benchmark == "humaneval":  # the default name would misname the user's file
+        benchmark = Path(benchmark_file).name
     tasks = every_task[:limit] if limit is not None else every_task
     paths = output_paths(output)
     started = time.monotonic()
