@@ -94,11 +94,12 @@ def build_tiny_model(
     num_kv_heads: int = 2,
     intermediate_size: int = 768,
     max_position_embeddings: int = 4096,
-    pretrain_steps: int = 3000,
+    pretrain_steps: int = 800,
     seed: int = 0,
 ) -> Path:
     """Build and save a tiny StarCoder2 model and its tokenizer, offline: random weights (~2.4M parameters), or
-    pretrained from scratch on the generated code world (``--pretrain toyworld``, ~12 minutes on 2 CPU cores).
+    pretrained from scratch on the generated code world (``--pretrain toyworld``; the committed base model is
+    ``scripts/build_toyworld_model.sh``: 128 wide, 800 steps, ~13 minutes on 2 CPU cores).
 
     Args:
         output_dir: Folder to write (a normal Hugging Face model folder).

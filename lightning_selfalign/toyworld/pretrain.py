@@ -54,10 +54,10 @@ def pretrain_model(model: Any, tokenizer: Any, documents: list[str], output: Pat
     bar = tqdm(range(steps), desc="pretrain", unit="step", disable=not progress, file=sys.stderr)
     for step in bar:
         starts = torch.randint(0, len(stream) - BLOCK - 1, (BATCH,), generator=generator)
-        batch = torch.stack([stream[s : s + BLOCK + 1] for s in starts.tolist()])
+        batch = torch.stack([stream[s : s + BLOCK] for s in starts.tolist()])
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps, peak_lr)
-        loss = model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss
+        loss = model(input_ids=batch, labels=batch).loss  # the model shifts the labels itself
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
