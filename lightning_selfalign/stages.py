@@ -40,11 +40,13 @@ from lightning_selfalign.jsonl import (
     stable_id,
     write_stats,
 )
+from lightning_selfalign.presets import DEFAULT_PRESET, generation_preset
 from lightning_selfalign.prompts import (
     CATEGORIES,
-    DEFAULT_NUM_FEWSHOT,
     DIFFICULTIES,
+    FORMATS,
     build_prompt,
+    num_fewshot_for,
     parse_output,
     prompt_fingerprint,
 )
@@ -52,22 +54,21 @@ from lightning_selfalign.records import REQUIRED_CONCEPT, REQUIRED_INSTRUCTION, 
 
 Stage = Literal["concepts", "instructions", "responses"]
 REQUIRED_INPUT = {"concepts": REQUIRED_SEED, "instructions": REQUIRED_CONCEPT, "responses": REQUIRED_INSTRUCTION}
-DEFAULT_N = {"concepts": 1, "instructions": 1, "responses": 10}
-DEFAULT_MAX_NEW_TOKENS = {"concepts": 256, "instructions": 512, "responses": 1536}
 SEED_RANGE = 2**31  # servers and vLLM take 32-bit seeds
 
 
 @dataclass(frozen=True)
 class StageSettings:
-    """What one stage run samples and how; ``for_stage`` fills the per-stage defaults."""
+    """What one stage run samples and how; ``for_stage`` fills the preset's per-stage defaults."""
 
     n: int = 1
     temperature: float = 0.7
-    top_p: float = 0.95
-    max_new_tokens: int = 512
+    top_p: float = 1.0
+    max_new_tokens: int = 1536
     chat: bool = False
-    num_fewshot: int = DEFAULT_NUM_FEWSHOT
-    categories: tuple[str, ...] = CATEGORIES
+    prompt_format: str = "starcoder2-instruct"
+    num_fewshot: int | None = None  # None: the stage's published count (8 / 8 / 1)
+    categories: tuple[str, ...] = ("function",)
     difficulties: tuple[str, ...] = DIFFICULTIES
     round: int = 0
     seed: int = 0
@@ -76,11 +77,18 @@ class StageSettings:
     progress: bool = True
 
     @classmethod
-    def for_stage(cls, stage: str, **overrides: Any) -> StageSettings:
-        """Settings with the stage's defaults (responses: n=10, longer outputs) where ``overrides`` gives None."""
-        defaults = {"n": DEFAULT_N[stage], "max_new_tokens": DEFAULT_MAX_NEW_TOKENS[stage]}
-        values = {**defaults, **{key: value for key, value in overrides.items() if value is not None}}
-        return cls(**values)
+    def for_stage(cls, stage: str, preset: str = DEFAULT_PRESET, **overrides: Any) -> StageSettings:
+        """The preset's settings for ``stage`` (responses: n = 10), with each override that is not None."""
+        published = generation_preset(preset)
+        defaults = {
+            "n": published.n_responses if stage == "responses" else 1,
+            "temperature": published.temperature,
+            "top_p": published.top_p,
+            "max_new_tokens": published.max_new_tokens,
+            "prompt_format": published.prompt_format,
+            "categories": published.categories,
+        }
+        return cls(**{**defaults, **{key: value for key, value in overrides.items() if value is not None}})
 
     def problems(self) -> list[str]:
         """Every invalid setting, named by its flag."""
@@ -89,7 +97,10 @@ class StageSettings:
             (self.temperature >= 0, f"--temperature must be >= 0 (0 = greedy), got {self.temperature}"),
             (0 < self.top_p <= 1, f"--top_p must be in (0, 1], got {self.top_p}"),
             (self.max_new_tokens >= 1, f"--max_new_tokens must be at least 1, got {self.max_new_tokens}"),
-            (self.num_fewshot >= 0, f"--num_fewshot must be >= 0, got {self.num_fewshot}"),
+            (self.num_fewshot is None or self.num_fewshot >= 0,
+             f"--num_fewshot must be >= 0, got {self.num_fewshot}"),
+            (self.prompt_format in FORMATS,
+             f"--prompt_format must be one of {list(FORMATS)}, got {self.prompt_format!r}"),
             (self.batch_size is None or self.batch_size >= 1, f"--batch_size must be >= 1, got {self.batch_size}"),
             (bool(self.categories) and set(self.categories) <= set(CATEGORIES),
              f"--categories must be a non-empty subset of {list(CATEGORIES)}, got {list(self.categories)}"),
@@ -121,7 +132,7 @@ def run_fingerprint(stage: str, settings: StageSettings, model: str, prompt_fing
     """Digest of everything that decides a row's content (not n, batch size or shard: they change none)."""
     sampling = {key: getattr(settings, key) for key in ("temperature", "top_p", "max_new_tokens", "seed")}
     if stage == "instructions":  # only a choice off the defaults enters, so rows made before it stay valid
-        if tuple(settings.categories) != CATEGORIES:
+        if tuple(settings.categories) != CATEGORIES:  # the original default, all three kinds
             sampling["categories"] = list(settings.categories)
         if tuple(settings.difficulties) != DIFFICULTIES:
             sampling["difficulties"] = list(settings.difficulties)
@@ -177,19 +188,24 @@ def make_samples(stage: str, row: dict, indices: Iterable[int], settings: StageS
 
 def _build(stage: str, row: dict, rng: random.Random, settings: StageSettings) -> Any:
     try:
-        return build_prompt(stage, row, rng=rng, chat=settings.chat, num_fewshot=settings.num_fewshot)
+        return build_prompt(
+            stage, row, rng=rng, chat=settings.chat, num_fewshot=settings.num_fewshot,
+            prompt_format=settings.prompt_format,
+        )  # fmt: skip
     except ValueError as exc:
         raise UserError(f"input row {row.get('id')!r}: {exc}") from None
 
 
-def judge(stage: str, sample: Sample, completion: Completion, provenance: dict) -> tuple[dict, str | None]:
+def judge(
+    stage: str, sample: Sample, completion: Completion, provenance: dict, prompt_format: str
+) -> tuple[dict, str | None]:
     """The output row, or the drop record and its reason (cut off by the length limit, or not parseable)."""
     common = {"id": sample.id, "parent_id": sample.row["id"], **provenance, "sample_index": sample.index}
     common["finish_reason"] = completion.finish_reason
     if completion.finish_reason == "length":
         reason = "length"
     else:
-        parsed = parse_output(stage, completion.text)
+        parsed = parse_output(stage, completion.text, prompt_format)
         if parsed.fields is not None:
             return {**sample.row, **sample.sampled, **parsed.fields, **common}, None
         reason = parsed.drop_reason or "unparseable"
@@ -247,7 +263,10 @@ def run_stage(
     rows = list(rows)
     _check_rows(stage, rows, source)
     output, dropped_file = Path(output), dropped_path(output)
-    prompt_fp = prompt_fingerprint(stage, chat=settings.chat, num_fewshot=settings.num_fewshot)
+    prompt_fp = prompt_fingerprint(
+        stage, chat=settings.chat, num_fewshot=num_fewshot_for(stage, settings.num_fewshot),
+        prompt_format=settings.prompt_format,
+    )  # fmt: skip
     run_fp = run_fingerprint(stage, settings, engine.model, prompt_fp)
     _check_same_settings((output, dropped_file), run_fp)
     done = finished_ids(output) | finished_ids(dropped_file)
@@ -264,7 +283,7 @@ def run_stage(
         for chunk in _chunks(stage, todo, settings, settings.batch_size or engine.default_batch_size):
             completions = engine.generate([sample.request for sample in chunk], sampling)
             for sample, completion in zip(chunk, completions):
-                row, reason = judge(stage, sample, completion, provenance)
+                row, reason = judge(stage, sample, completion, provenance, settings.prompt_format)
                 if reason is None:
                     kept_out.write(row)
                     kept += 1
@@ -361,11 +380,13 @@ def generate_command(
     base_url: str | None = None,
     api_key: str | None = None,
     chat: bool = False,
+    preset: Literal["starcoder2-instruct", "selfcodealign"] = "starcoder2-instruct",
+    prompt_format: Literal["starcoder2-instruct", "selfcodealign", "selfalign-v1"] | None = None,
     n: int | None = None,
-    temperature: float = 0.7,
-    top_p: float = 0.95,
+    temperature: float | None = None,
+    top_p: float | None = None,
     max_new_tokens: int | None = None,
-    num_fewshot: int = DEFAULT_NUM_FEWSHOT,
+    num_fewshot: int | None = None,
     categories: list[str] | None = None,
     difficulties: list[str] | None = None,
     batch_size: int | None = None,
@@ -399,13 +420,18 @@ def generate_command(
         api_key: key for --engine openai (default: $OPENAI_API_KEY, else a placeholder local servers accept).
         chat: prompt through the model's chat template (instruct models) instead of plain completion text (base
             models).
-        n: samples per input row (default: 10 for responses, 1 otherwise).
-        temperature: sampling temperature; 0 is greedy.
-        top_p: nucleus sampling mass.
-        max_new_tokens: longest generation; longer samples are dropped as 'length' (default: 256 concepts, 512
-            instructions, 1536 responses).
-        num_fewshot: few-shot examples per prompt.
-        categories: task kinds the instructions stage draws from, uniformly (default: function, class, program).
+        preset: the published pipeline whose settings fill every option left unset: starcoder2-instruct
+            (temperature 0.7, top_p 1.0, 1536 new tokens, n 1 / 1 / 10, 8 / 8 / 1 few-shots, function tasks only)
+            or selfcodealign (its prompt layout; function 1/2, class 1/4, program 1/4). See docs/fidelity.md.
+        prompt_format: prompt layout (default: the preset's): starcoder2-instruct, selfcodealign, or selfalign-v1
+            (this project's first layout).
+        n: samples per input row (default: the preset's; 10 for responses, 1 otherwise).
+        temperature: sampling temperature; 0 is greedy (default: the preset's, 0.7).
+        top_p: nucleus sampling mass (default: the preset's, 1.0).
+        max_new_tokens: longest generation; longer samples are dropped as 'length' (default: the preset's, 1536).
+        num_fewshot: few-shot examples per prompt (default: the published 8 concepts, 8 instructions, 1 responses).
+        categories: task kinds the instructions stage draws from, uniformly; list one twice to draw it twice as
+            often (default: the preset's: function; selfcodealign: function, function, class, program).
         difficulties: difficulties the instructions stage draws from, uniformly (default: easy, medium, hard).
         batch_size: prompts per engine call (hf: one padded batch; default 16 hf, 4 x concurrency openai, 2048
             vllm). Output is written after each call.
@@ -425,7 +451,8 @@ def generate_command(
         progress: show the progress bar.
     """
     settings = StageSettings.for_stage(
-        stage, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, chat=chat,
+        stage, preset, prompt_format=prompt_format, n=n, temperature=temperature, top_p=top_p,
+        max_new_tokens=max_new_tokens, chat=chat,
         num_fewshot=num_fewshot, categories=tuple(categories) if categories else None,
         difficulties=tuple(difficulties) if difficulties else None, round=round, seed=seed,
         batch_size=batch_size, keep_dropped=keep_dropped, progress=progress,

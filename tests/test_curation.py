@@ -112,7 +112,7 @@ def test_selects_most_checks_then_shortest_then_id() -> None:
         executed("p2", 0),
         executed("p2", 1),
     ]
-    result = curate(rows, CurationConfig(near_dedup=False, exact_dedup=False))
+    result = curate(rows, CurationConfig(select="most_tests", near_dedup=False, exact_dedup=False))
     assert [row["id"] for row in result.rows] == ["p1-2", "p2-0"]
     not_selected = {r["id"]: r["selected"] for r in result.removed if r["reason"] == "not_selected"}
     assert not_selected == {"p1-0": "p1-2", "p1-1": "p1-2", "p2-1": "p2-0"}
@@ -161,7 +161,7 @@ def test_duplicates_with_renamed_variables_and_reflowed_text_are_removed() -> No
         executed("p4", 0, code=BODIES["merge_intervals"], instruction=reflowed),
         executed("p5", 0, code=renamed, instruction="Return the k commonest words of a text, most frequent first."),
     ]
-    result = curate(rows)
+    result = curate(rows, CurationConfig(near_dedup=True, assert_probability=0.0))  # SC2 had no MinHash step
     assert [row["id"] for row in result.rows] == ["p1-0", "p2-0", "p3-0"]
     removed = {r["id"]: (r["reason"], r["duplicate_of"]) for r in result.removed}
     assert removed == {"p4-0": ("exact_duplicate:instruction", "p1-0"), "p5-0": ("near_duplicate:response", "p2-0")}
@@ -195,6 +195,8 @@ def test_command_writes_sft_rows_removed_rows_and_stats(tmp_path: Path) -> None:
             str(output),
             "--drop_tests",
             "true",
+            "--select",
+            "most_tests",
             "--progress",
             "false",
         ],
@@ -270,3 +272,35 @@ def test_bad_options_are_all_reported(tmp_path: Path) -> None:
         curate_command(str(source), str(tmp_path / "o.jsonl"), dedup_threshold=1.5, assert_probability=2.0)
     with pytest.raises(UserError, match="--benchmark_files: no such file"):
         curate_command(str(source), str(tmp_path / "o.jsonl"), benchmark_files=[str(tmp_path / "mbpp.jsonl")])
+
+
+def starcoder2_row(parent: str, instruction: str, code: str = "def double(x):\n    # twice\n    return 2 * x") -> dict:
+    response = (
+        "[Reasoning]\nTwice is a multiplication.\n\n[Implementation]\n```python\n" + code + "\n```\n\n"
+        "[Explanation]\nIt multiplies by two.\n\n[Tests]\n```python\nassert double(2) == 4\nassert double(0) == 0\n```"
+    )
+    tests = "assert double(2) == 4\nassert double(0) == 0"
+    return {"id": f"{parent}-0", "parent_id": parent, "instruction": instruction, "response": response, "code": code,
+            "tests": tests, "verdict": "pass", "finish_reason": "stop"}  # fmt: skip
+
+
+def test_starcoder2_instruct_sanitizing_untags_sections_and_leaves_parts_out() -> None:
+    code = "def double{}(x):\n    # twice\n    return 2 * x"
+    rows = [starcoder2_row(f"p{i}", f"Write `double(x)` number {i}.", code.format(i)) for i in range(200)]
+    result = curate(rows)  # the StarCoder2-Instruct preset: its SMART pass
+    responses = [row["response"] for row in result.rows]
+    assert len(responses) == 200 and not any("[Reasoning]" in r or "[Tests]" in r for r in responses)
+    assert not any("assert double" in r for r in responses), "tests leave the response unless asked for"
+    assert not any("# twice" in r for r in responses), "comments are stripped"
+    with_reasoning = sum("Twice is" in r for r in responses) / 200
+    with_explanation = sum("It multiplies" in r for r in responses) / 200
+    with_asserts = sum("Your code should pass the following" in row["instruction"] for row in result.rows) / 200
+    assert 0.4 < with_reasoning < 0.6 and 0.4 < with_explanation < 0.6 and 0.4 < with_asserts < 0.6
+
+
+def test_tests_stay_when_the_instruction_asks_for_them_and_names_dedup() -> None:
+    asked = starcoder2_row("p1", "Write `double(x)` and tests for it.")
+    same_names = starcoder2_row("p2", "Implement doubling.", "def double(y):\n    return y + y")
+    result = curate([asked, same_names])
+    assert [row["id"] for row in result.rows] == ["p1-0"] and "assert double(2) == 4" in result.rows[0]["response"]
+    assert [(r["id"], r["reason"]) for r in result.removed] == [("p2-0", "same_function_names")]

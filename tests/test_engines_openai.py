@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -37,31 +38,37 @@ def canned_answer(body: dict) -> tuple[str, str]:
     from lightning_selfalign.prompts import load_examples
     from lightning_selfalign.prompts.render import render_answer
 
-    if "messages" in body:
-        query = body["messages"][-1]["content"]
-        stage = (
-            "concepts"
-            if query.startswith("[seed]")
-            else "instructions"
-            if query.startswith("[properties]")
-            else "responses"
-        )
-    else:
-        tail = body["prompt"].rstrip()
-        stage = (
-            "concepts"
-            if tail.endswith("[concepts]")
-            else "instructions"
-            if tail.endswith("[instruction]")
-            else "responses"
-        )
+    stage, layout = prompt_stage(body)
     seed = int(body.get("seed") or 0)
     examples = load_examples()
     if ARGS.junk_every and seed % ARGS.junk_every == 0:
         return {"concepts": "", "instructions": " ", "responses": "I cannot solve this."}[stage], "stop"
     if ARGS.length_every and seed % ARGS.length_every == 1:
         return "a cut-off answer", "length"
-    return render_answer(stage, examples[seed % len(examples)]), "stop"
+    return render_answer(stage, examples[seed % len(examples)], layout), "stop"
+
+
+# How each format's query starts (chat) and its prompt ends (completion), by stage.
+QUERY_STARTS = {
+    ("concepts", "selfalign-v1"): "[seed]", ("instructions", "selfalign-v1"): "[properties]",
+    ("responses", "selfalign-v1"): "[task]", ("concepts", "starcoder2-instruct"): "### Snippet",
+    ("instructions", "starcoder2-instruct"): "### Property\n", ("responses", "starcoder2-instruct"): "### Instruction",
+    ("instructions", "selfcodealign"): "### Properties", ("responses", "selfcodealign"): "<instruction>",
+}  # fmt: skip
+
+
+def prompt_stage(body: dict):
+    """The stage and prompt format a request is in, told by its last query; a response for anything else."""
+    from lightning_selfalign.prompts import get_format
+
+    if "messages" in body:
+        query = body["messages"][-1]["content"]
+    else:
+        query = re.split(r"\n#{2,3} Example \d+\n", body["prompt"])[-1]
+    for (stage, name), start in QUERY_STARTS.items():
+        if query.startswith(start):
+            return stage, get_format(name)
+    return "responses", get_format("selfalign-v1")  # any other prompt (evaluation, the tests' own) gets a response
 
 
 class State:

@@ -199,6 +199,54 @@ def test_humaneval_chat_prompt_is_the_reference_evaluations_byte_for_byte(tiny_m
     assert chat_prompt_text(tokenizer, task, CHAT_RESPONSE_PREFIX) == tokenizer.bos_token + reference
 
 
+def reference_mbpp_instruction(evalplus_prompt: str) -> str:
+    """StarCoder2-Instruct's evaluation/text2code.py map_mbpp_problem, restated: the docstring's text before the
+    assert (with a full stop) and the assert in a fence."""
+    text = evalplus_prompt[evalplus_prompt.index('"""') + 3 : evalplus_prompt.rindex('"""')]
+    instruction, assertion = text[: text.index("assert")].strip(), text[text.index("assert") :].strip()
+    if not instruction.endswith("."):
+        instruction += "."
+    return f"{instruction}\n\nYour code should pass the following assertion:\n```python\n{assertion}\n```"
+
+
+def test_mbpp_chat_prompt_is_the_reference_evaluations_byte_for_byte(tiny_model_dir, tmp_path):
+    """An MBPP+ task as EvalPlus lays it out (a made-up one: the data is not shipped): the description and its one
+    assert become the instruction, and the answer opens a fence (no signature to pre-fill)."""
+    from transformers import AutoTokenizer
+
+    from lightning_selfalign.evaluation.samples import chat_prompt_text
+    from lightning_selfalign.evaluation.tasks import Task
+
+    prompt = '"""\nWrite a function to return the larger of two numbers\nassert larger(2, 5) == 5\n"""\n'
+    task = Task("Mbpp/1", prompt, "larger", "def check(candidate):\n    assert candidate(1, 0) == 1\n")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    reference = (
+        "You are an exceptionally intelligent coding assistant that consistently delivers accurate and reliable "
+        f"responses to user instructions.\n\n### Instruction\n{reference_mbpp_instruction(prompt)}\n\n"
+        "### Response\n\n```python"
+    )
+    assert chat_prompt_text(tokenizer, task, CHAT_RESPONSE_PREFIX) == tokenizer.bos_token + reference
+    assert reference_mbpp_instruction(prompt).startswith("Write a function to return the larger of two numbers.\n")
+
+
+def test_prompts_only_writes_the_exact_prompts_and_generates_nothing(tiny_model_dir, tmp_path):
+    from lightning_selfalign.evaluation.samples import chat_prompt_text
+    from lightning_selfalign.evaluation.tasks import load_tasks
+
+    path = tmp_path / "prompts.jsonl"
+    report = evaluate_command(output=str(tmp_path / "r.json"), model=str(tiny_model_dir), chat=True, limit=2,
+                              prompts_only=str(path), progress=False)  # fmt: skip
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    from transformers import AutoTokenizer
+
+    expected = chat_prompt_text(AutoTokenizer.from_pretrained(tiny_model_dir), load_tasks()[0], CHAT_RESPONSE_PREFIX)
+    assert report["prompts"] == 2 and [row["task_id"] for row in rows] == ["HumanEval/0", "HumanEval/1"]
+    assert rows[0]["prompt"] == expected and rows[0]["stop"] == ["\n```"]
+    assert not (tmp_path / "r.json").exists() and not list(tmp_path.glob("r.*.jsonl"))
+    evaluate_command(output=str(tmp_path / "b.json"), limit=1, prompts_only=str(path), progress=False)
+    assert json.loads(path.read_text())["prompt"] == load_tasks()[0].prompt, "completion mode needs no model"
+
+
 # ------------------------------------------------------------------------------------------ from a model
 
 

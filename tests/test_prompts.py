@@ -15,12 +15,15 @@ import lightning_selfalign
 from lightning_selfalign.prompts import (
     CATEGORIES,
     DIFFICULTIES,
+    FORMATS,
     STAGES,
+    Parts,
     build_prompt,
+    cut_at_stop,
+    get_format,
     load_examples,
     parse_output,
     prompt_fingerprint,
-    render_response,
 )
 from lightning_selfalign.prompts.fewshot import parse_examples
 from lightning_selfalign.sandbox import execute
@@ -48,6 +51,10 @@ def test_example_solution_passes_its_tests(example) -> None:
     assert passed, f"{example.name}: {why}"
 
 
+def parts(example) -> Parts:
+    return Parts(example.reasoning, example.code, example.explanation, example.tests)
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=[example.name for example in EXAMPLES])
 def test_example_is_well_formed(example) -> None:
     seed = ast.parse(example.seed).body
@@ -58,14 +65,19 @@ def test_example_is_well_formed(example) -> None:
         assert "input(" not in example.code and "stdin" not in example.code
     if example.category == "class":
         assert any(isinstance(node, ast.ClassDef) for node in ast.parse(example.code).body)
-    parsed = parse_output("responses", example.response)
-    assert parsed.fields == {"response": example.response, "code": example.code, "tests": example.tests}
+    for name in FORMATS:  # every layout reads back what it wrote
+        response = get_format(name).render_response(parts(example))
+        parsed = parse_output("responses", response, name)
+        written = cut_at_stop(response, get_format(name).stop("responses")).strip()  # selfcodealign stops at </tests>
+        assert parsed.fields == {"response": written, "code": example.code, "tests": example.tests}, name
 
 
 def test_examples_do_not_contain_the_delimiters() -> None:
     for example in EXAMPLES:
-        for text in (example.seed, example.instruction, example.response):
-            assert "[/example]" not in text and "### Example" not in text, example.name
+        for text in (example.seed, example.instruction, example.reasoning, example.explanation, example.code):
+            assert "[/example]" not in text and "## Example" not in text, example.name
+            assert not any(f"[{tag}]" in text for tag in ("Reasoning", "Implementation", "Explanation", "Tests"))
+            assert "</response>" not in text and "<tests>" not in text
 
 
 ROW = {
@@ -79,17 +91,19 @@ ROW = {
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_completion_prompt_is_deterministic_and_ends_at_the_answer_tag(stage: str) -> None:
-    first = build_prompt(stage, ROW, rng=random.Random(7), num_fewshot=3)
-    again = build_prompt(stage, ROW, rng=random.Random(7), num_fewshot=3)
+def test_v1_completion_prompt_is_deterministic_and_ends_at_the_answer_tag(stage: str) -> None:
+    v1 = {"num_fewshot": 3, "prompt_format": "selfalign-v1"}
+    first = build_prompt(stage, ROW, rng=random.Random(7), **v1)
+    again = build_prompt(stage, ROW, rng=random.Random(7), **v1)
     assert first == again and first.messages is None
     assert first.text.count("### Example") == 4
     assert first.text.endswith({"concepts": "[concepts]\n", "instructions": "[instruction]\n",
                                 "responses": "[response]\n"}[stage])  # fmt: skip
     assert first.text.count("[/example]") == 3 and "[/example]" in first.stop
-    others = {build_prompt(stage, ROW, rng=random.Random(seed), num_fewshot=3).text for seed in range(8)}
+    others = {build_prompt(stage, ROW, rng=random.Random(seed), **v1).text for seed in range(8)}
     assert len(others) > 1, "the rng must change which examples are shown"
-    assert first.fingerprint == prompt_fingerprint(stage, num_fewshot=3)
+    assert first.fingerprint == prompt_fingerprint(stage, **v1)
+    assert first.fingerprint != prompt_fingerprint(stage, num_fewshot=3), "the format is part of the digest"
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -101,16 +115,17 @@ def test_chat_prompt_alternates_roles(stage: str) -> None:
     assert prompt.fingerprint != build_prompt(stage, ROW, rng=random.Random(0), num_fewshot=2).fingerprint
 
 
-def test_instruction_examples_prefer_the_rows_category() -> None:
+def test_v1_instruction_examples_prefer_the_rows_category() -> None:
     for category in CATEGORIES:
-        prompt = build_prompt("instructions", {**ROW, "category": category}, rng=random.Random(1), num_fewshot=4)
+        prompt = build_prompt("instructions", {**ROW, "category": category}, rng=random.Random(1), num_fewshot=4,
+                              prompt_format="selfalign-v1")  # fmt: skip
         shown = [line.split(": ")[1] for line in prompt.text.splitlines() if line.startswith("category: ")]
         assert shown[:-1] == [category] * 4 and shown[-1] == category
 
 
 def test_zero_shot_and_missing_fields() -> None:
     prompt = build_prompt("responses", ROW, rng=random.Random(0), num_fewshot=0)
-    assert prompt.text.count("### Example") == 1
+    assert prompt.text.count("## Example") == 1
     with pytest.raises(ValueError, match="instruction"):
         build_prompt("responses", {"id": "x"}, rng=random.Random(0))
     with pytest.raises(ValueError, match="unknown stage"):
@@ -118,17 +133,25 @@ def test_zero_shot_and_missing_fields() -> None:
 
 
 def test_parse_concepts() -> None:
-    assert parse_output("concepts", "- a\n- b\n- a\n[/example]\n### Example 9\n- c").fields == {"concepts": ["a", "b"]}
+    assert parse_output("concepts", "- a\n- b\n- a\n[/example]\n### Example 9\n- c", "selfalign-v1").fields == {
+        "concepts": ["a", "b"]
+    }
+    assert parse_output("concepts", "\nloops, sorting\n\n## Example 3\n### Snippet").fields == {
+        "concepts": ["loops", "sorting"]
+    }
     assert parse_output("concepts", "recursion, memoization; caching").fields == {
         "concepts": ["recursion", "memoization; caching"]
     }
     assert parse_output("concepts", "1. loops\n2) sorting.").fields == {"concepts": ["loops", "sorting"]}
-    assert parse_output("concepts", "  \n[/example]").drop_reason == "no_concepts"
+    assert parse_output("concepts", "  \n## Example 2").drop_reason == "no_concepts"
 
 
 def test_parse_instruction() -> None:
-    assert parse_output("instructions", "  Write f.\n[/example] junk").fields == {"instruction": "Write f."}
-    assert parse_output("instructions", "\n\n### Example 3\nmore").drop_reason == "empty_instruction"
+    assert parse_output("instructions", "  Write f.\n[/example] junk", "selfalign-v1").fields == {
+        "instruction": "Write f."
+    }
+    assert parse_output("instructions", "\nWrite f.\n\n## Example 3\nmore").fields == {"instruction": "Write f."}
+    assert parse_output("instructions", "\n\n## Example 3\nmore").drop_reason == "empty_instruction"
 
 
 @pytest.mark.parametrize(
@@ -142,14 +165,17 @@ def test_parse_instruction() -> None:
         ("```python\ndef f():\n    return 1\n```\n```python\nprint(f())\n```", "no_asserts"),
     ],
 )
-def test_parse_response_drop_reasons(text: str, reason: str) -> None:
-    parsed = parse_output("responses", text)
+def test_v1_parse_response_drop_reasons(text: str, reason: str) -> None:
+    parsed = parse_output("responses", text, "selfalign-v1")
     assert parsed.fields is None and parsed.drop_reason == reason
 
 
-def test_parse_response_takes_the_last_two_blocks_and_cuts_at_stop() -> None:
-    text = render_response("Idea: `x * 2`.\n\n```python\nx * 2\n```", "def f(x):\n    return x * 2", "assert f(2) == 4")
-    parsed = parse_output("responses", text + "\n[/example]\n\n### Example 5\n```python\nassert False\n```")
+def test_v1_parse_response_takes_the_last_two_blocks_and_cuts_at_stop() -> None:
+    text = get_format("selfalign-v1").render_response(Parts(
+        "Idea: `x * 2`.\n\n```python\nx * 2\n```", "def f(x):\n    return x * 2", "", "assert f(2) == 4"))  # fmt: skip
+    parsed = parse_output(
+        "responses", text + "\n[/example]\n\n### Example 5\n```python\nassert False\n```", "selfalign-v1"
+    )
     assert parsed.fields["code"] == "def f(x):\n    return x * 2"
     assert parsed.fields["tests"] == "assert f(2) == 4"
     assert parsed.fields["response"] == text

@@ -11,9 +11,9 @@ import pytest
 
 from lightning_selfalign.evaluation.tasks import load_tasks
 from lightning_selfalign.prompts import STAGES, build_prompt, parse_output, prompt_fingerprint
-from lightning_selfalign.prompts.render import END
+from lightning_selfalign.prompts.formats import V1_END
 from lightning_selfalign.toyworld import build_world, pretraining_documents, split_of, write_world
-from lightning_selfalign.toyworld.documents import Noise, task_documents
+from lightning_selfalign.toyworld.documents import PROMPT_FORMAT, Noise, task_documents
 from lightning_selfalign.toyworld.world import HELD_OUT_LENGTH
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,11 +72,17 @@ def test_documents_are_the_stage_prompts_with_their_answers(world) -> None:
     for task, cases in world.corpus[:300]:
         plain, staged = task_documents(task, cases, rng, Noise(wrong_code=0.0, wrong_tests=0.0))
         assert plain == task.code()
-        stage = next(s for s in STAGES if staged.startswith(build_prompt(s, _row(s), rng=rng, num_fewshot=0).text[:60]))
-        assert staged.endswith(END)
+        stage = next(
+            s
+            for s in STAGES
+            if staged.startswith(
+                build_prompt(s, _row(s), rng=rng, num_fewshot=0, prompt_format=PROMPT_FORMAT).text[:60]
+            )
+        )
+        assert staged.endswith(V1_END)
         answer = staged.rsplit("\n" + {"concepts": "[concepts]", "instructions": "[instruction]",
                                        "responses": "[response]"}[stage] + "\n", 1)[1]  # fmt: skip
-        result = parse_output(stage, answer)
+        result = parse_output(stage, answer, PROMPT_FORMAT)
         assert result.fields is not None, (stage, answer)
         parsed[stage] += 1
         if stage == "responses":
@@ -100,7 +106,7 @@ def test_noise_makes_some_responses_fail() -> None:
     verdicts = []
     for document in documents:
         if "[response]\n" in document:
-            fields = parse_output("responses", document.rsplit("[response]\n", 1)[1]).fields
+            fields = parse_output("responses", document.rsplit("[response]\n", 1)[1], PROMPT_FORMAT).fields
             verdicts.append(execute(fields["code"], fields["tests"]).verdict)
         if len(verdicts) == 30:
             break
@@ -118,7 +124,13 @@ def test_short_pretraining_makes_a_model_the_engines_load(tmp_path: Path) -> Non
     assert facts["steps"] == 3 and facts["prompt_fingerprints"] == _current_fingerprints()
     engine = load_engine("hf", str(output), EngineOptions(batch_size=2))
     try:
-        prompt = build_prompt("responses", {"id": "r", "instruction": "Write f."}, rng=random.Random(0), num_fewshot=0)
+        prompt = build_prompt(
+            "responses",
+            {"id": "r", "instruction": "Write f."},
+            rng=random.Random(0),
+            num_fewshot=0,
+            prompt_format=PROMPT_FORMAT,
+        )
         (completion,) = engine.generate([prompt_request(prompt)], Sampling(0.0, 1.0, 8))
     finally:
         engine.close()
@@ -137,7 +149,9 @@ def prompt_request(prompt):
 
 
 def _current_fingerprints() -> dict:
-    return {stage: prompt_fingerprint(stage, chat=False, num_fewshot=0) for stage in STAGES}
+    return {
+        stage: prompt_fingerprint(stage, chat=False, num_fewshot=0, prompt_format=PROMPT_FORMAT) for stage in STAGES
+    }
 
 
 def test_committed_base_model_matches_the_prompts_it_will_be_shown() -> None:

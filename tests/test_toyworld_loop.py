@@ -123,7 +123,7 @@ def test_one_format_from_curated_row_to_exported_template_and_prompts(loop_run: 
     assert exported.apply_chat_template(messages_for(row["instruction"], row["response"]), tokenize=False) == expected
     # What round 1's generator is prompted with in chat mode: the same template, the task as the instruction.
     prompt = build_prompt("responses", {"id": "x", "instruction": row["instruction"]}, rng=random.Random(0),
-                          chat=True, num_fewshot=0)  # fmt: skip
+                          chat=True, num_fewshot=0, prompt_format="selfalign-v1")  # fmt: skip
     ids = prompt_token_ids(exported, Request.from_prompt(prompt, seed=0))
     system, query = prompt.messages[0]["content"], prompt.messages[1]["content"]
     assert exported.decode(ids) == render_text(f"{system}\n\n{query}", None, bos, eos)

@@ -82,18 +82,23 @@ def curate_command(
     input: str | list[str],
     output: str,
     *,
+    preset: Literal["starcoder2-instruct", "selfcodealign"] = "starcoder2-instruct",
     normalize_fences: bool = True,
     strip_chatter: bool = True,
-    drop_tests: bool = False,
-    assert_probability: float = 0.0,
-    strip_comments: bool = False,
+    drop_tests: bool | None = None,
+    keep_asked_tests: bool | None = None,
+    drop_reasoning: float | None = None,
+    drop_explanation: float | None = None,
+    assert_probability: float | None = None,
+    strip_comments: bool | None = None,
     require_pass: bool = True,
     drop_incomplete: bool = True,
     drop_truncated: bool = True,
-    select: Literal["most_tests", "random"] = "most_tests",
-    seed: int = 0,
+    select: Literal["most_tests", "random"] | None = None,
+    seed: int | None = None,
     exact_dedup: bool = True,
-    near_dedup: bool = True,
+    function_name_dedup: bool | None = None,
+    near_dedup: bool | None = None,
     dedup_fields: list[str] | None = None,
     dedup_threshold: float = 0.7,
     dedup_num_perm: int = 250,
@@ -115,9 +120,16 @@ def curate_command(
     Args:
         input: executed JSONL file(s) or glob(s); rows need id, instruction, response, verdict.
         output: SFT JSONL file to write.
+        preset: the published curation whose values fill every option left unset: starcoder2-instruct (random
+            pick, seed 0, exact and function-name dedup, its SMART sanitizing, no MinHash) or selfcodealign
+            (random pick, seed 6666, tests split off, MinHash at 0.7). See docs/fidelity.md.
         normalize_fences: rewrite code fences as ```python / ```, close an unclosed last block.
         strip_chatter: cut a run-on into the next prompt example and closing pleasantries.
-        drop_tests: remove the tests block (and its "Tests:" heading) from the response.
+        drop_tests: remove the tests from the response (the [Tests] section, what follows </response>, or the
+            tests block and its "Tests:" heading).
+        keep_asked_tests: keep the tests where the instruction mentions tests (StarCoder2-Instruct's rule).
+        drop_reasoning: chance of leaving a StarCoder2-Instruct response's [Reasoning] out (0.5 in its SMART pass).
+        drop_explanation: chance of leaving its [Explanation] out (0.5 in its SMART pass).
         assert_probability: chance of appending 1-5 of the row's asserts to the instruction.
         strip_comments: remove # comments inside the response's Python blocks.
         require_pass: keep only rows whose verdict is pass; false keeps every parsed response whatever its verdict
@@ -128,6 +140,8 @@ def curate_command(
             shortest code, then id) or random (seeded, order-independent).
         seed: seed for --select random and --assert_probability.
         exact_dedup: drop rows whose dedup field repeats an earlier row's after normalisation.
+        function_name_dedup: drop rows whose code defines the same set of function and class names as an
+            earlier row's.
         near_dedup: drop near duplicates with MinHash LSH (datasketch).
         dedup_fields: fields deduplicated in turn (default: instruction, response, code).
         dedup_threshold: Jaccard similarity at which two texts are near duplicates.
@@ -142,9 +156,14 @@ def curate_command(
         progress: show progress bars on stderr.
     """
     config = CurationConfig(
+        preset=preset,
         normalize_fences=normalize_fences,
         strip_chatter=strip_chatter,
         drop_tests=drop_tests,
+        keep_asked_tests=keep_asked_tests,
+        drop_reasoning=drop_reasoning,
+        drop_explanation=drop_explanation,
+        function_name_dedup=function_name_dedup,
         assert_probability=assert_probability,
         strip_comments=strip_comments,
         require_pass=require_pass,
@@ -183,7 +202,7 @@ def curate_command(
         output=str(output),
         removed=str(removed_path(output)),
         seconds=round(time.perf_counter() - started, 3),
-        settings=config_dict(config),
+        settings=config_dict(config.resolved()),
     )
     write_stats(output, stats)
     print(_summary(stats), file=sys.stderr)

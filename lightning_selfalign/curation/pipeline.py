@@ -18,7 +18,7 @@ import resource
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tqdm import tqdm
@@ -26,6 +26,8 @@ from tqdm import tqdm
 from lightning_selfalign.curation import sanitize
 from lightning_selfalign.decontamination import Decontaminator
 from lightning_selfalign.dedup import MinHasher, exact_duplicate_of, near_duplicate_of
+from lightning_selfalign.presets import PRESETS, curation_preset
+from lightning_selfalign.prompts.formats import starcoder2_sections
 from lightning_selfalign.records import VERDICT_PASS
 
 # Provenance copied from the executed row to the SFT row when present.
@@ -37,20 +39,26 @@ SELECT_RULES = ("most_tests", "random")
 
 @dataclass
 class CurationConfig:
-    """Every curation option (the ``selfalign curate`` flags of the same names)."""
+    """Every curation option (the ``selfalign curate`` flags of the same names). Options left None take the
+    ``preset``'s value (:mod:`lightning_selfalign.presets`); :meth:`resolved` fills them in."""
 
+    preset: str = "starcoder2-instruct"
     normalize_fences: bool = True
     strip_chatter: bool = True
-    drop_tests: bool = False
-    assert_probability: float = 0.0
-    strip_comments: bool = False
+    drop_tests: bool | None = None
+    keep_asked_tests: bool | None = None
+    drop_reasoning: float | None = None
+    drop_explanation: float | None = None
+    assert_probability: float | None = None
+    strip_comments: bool | None = None
     require_pass: bool = True
     drop_incomplete: bool = True
     drop_truncated: bool = True
-    select: str = "most_tests"
-    seed: int = 0
+    select: str | None = None
+    seed: int | None = None
     exact_dedup: bool = True
-    near_dedup: bool = True
+    function_name_dedup: bool | None = None
+    near_dedup: bool | None = None
     dedup_fields: Sequence[str] = ("instruction", "response", "code")
     dedup_threshold: float = 0.7
     dedup_num_perm: int = 250
@@ -62,13 +70,26 @@ class CurationConfig:
     workers: int = 2
     progress: bool = True
 
+    def resolved(self) -> CurationConfig:
+        """A copy with every option left None set to the preset's value."""
+        published = asdict(curation_preset(self.preset))
+        return replace(self, **{key: value for key, value in published.items() if getattr(self, key) is None})
+
     def problems(self) -> list[str]:
         """Every invalid setting, each naming its flag (empty when all are valid)."""
+        if self.preset not in PRESETS:
+            return [f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}"]
+        config = self.resolved()
         found = []
-        if self.select not in SELECT_RULES:
-            found.append(f"--select must be one of {', '.join(SELECT_RULES)}, got {self.select!r}")
-        if not 0.0 <= self.assert_probability <= 1.0:
-            found.append(f"--assert_probability must be in [0, 1], got {self.assert_probability}")
+        if config.select not in SELECT_RULES:
+            found.append(f"--select must be one of {', '.join(SELECT_RULES)}, got {config.select!r}")
+        for flag, value in (
+            ("--assert_probability", config.assert_probability),
+            ("--drop_reasoning", config.drop_reasoning),
+            ("--drop_explanation", config.drop_explanation),
+        ):
+            if not 0.0 <= value <= 1.0:
+                found.append(f"{flag} must be in [0, 1], got {value}")
         if not 0.0 < self.dedup_threshold <= 1.0:
             found.append(f"--dedup_threshold must be in (0, 1], got {self.dedup_threshold}")
         if not 0.0 < self.decontamination_threshold <= 1.0:
@@ -192,7 +213,10 @@ def _instruction_key(text: str) -> str:
 
 
 def sanitize_rows(rows: list[dict], config: CurationConfig, result: CurationResult) -> list[dict]:
-    """Apply the chosen response/instruction transformations; a row left with no response is dropped."""
+    """Apply the chosen response/instruction transformations; a row left with no response is dropped.
+
+    A response in StarCoder2-Instruct's four sections is rebuilt from them without the tags (the reference's
+    SMART pass): tests and, by chance, reasoning and explanation left out as configured."""
     kept = []
     for row in rows:
         response = row["response"]
@@ -200,8 +224,16 @@ def sanitize_rows(rows: list[dict], config: CurationConfig, result: CurationResu
             response = sanitize.normalize_fences(response)
         if config.strip_chatter:
             response = sanitize.strip_chatter(response)
-        if config.drop_tests and row.get("tests"):
-            response = sanitize.drop_tests(response, row["tests"])
+        asked = config.keep_asked_tests and "test" in row["instruction"].lower()
+        keep_tests = not config.drop_tests or asked
+        sections = starcoder2_sections(response)
+        if sections is not None:
+            rng = random.Random(_stable_unit(config.seed, row.get("id"), "sections"))
+            keep_explanation = rng.random() >= config.drop_explanation
+            keep_reasoning = rng.random() >= config.drop_reasoning
+            response = sanitize.untagged_sections(sections, keep_reasoning, keep_explanation, keep_tests)
+        elif not keep_tests:
+            response = sanitize.drop_tests(response, row.get("tests") or "")
         if config.strip_comments:
             response = sanitize.strip_comments(response)
         if config.assert_probability > 0 and row.get("tests"):
@@ -267,6 +299,8 @@ def dedup_rows(rows: list[dict], config: CurationConfig, result: CurationResult)
     for name in config.dedup_fields:
         if config.exact_dedup:
             rows = _drop_exact(rows, name, result)
+    if config.function_name_dedup:
+        rows = _drop_same_function_names(rows, result)
     if not config.near_dedup:
         return rows
     hasher = MinHasher(num_perm=config.dedup_num_perm, ngram=config.dedup_ngram)
@@ -307,6 +341,22 @@ def _drop_exact(rows: list[dict], name: str, result: CurationResult) -> list[dic
     return kept
 
 
+def _drop_same_function_names(rows: list[dict], result: CurationResult) -> list[dict]:
+    """One row per set of function and class names its code defines (the references' name dedup: the same names
+    twice are most often the same task twice); code defining none is kept."""
+    seen: dict[frozenset, Any] = {}
+    kept = []
+    for row in rows:
+        names = sanitize.defined_names(str(row.get("code") or ""))
+        if names and names in seen:
+            result.drop(row, "exact_dedup", "same_function_names", duplicate_of=seen[names])
+            continue
+        if names:
+            seen[names] = row.get("id")
+        kept.append(row)
+    return kept
+
+
 def sft_row(row: dict[str, Any]) -> dict[str, Any]:
     """The training row: instruction, response, round and lineage."""
     out = {
@@ -326,6 +376,7 @@ def curate(rows: Iterable[dict[str, Any]], config: CurationConfig | None = None)
     problems = config.problems()
     if problems:
         raise ValueError("; ".join(problems))
+    config = config.resolved()
     result = CurationResult(rows=[], removed=[])
     rows = result.timed("read_filter_select", select_responses, rows, config, result)
     for step in (sanitize_rows, decontaminate_rows, dedup_rows):

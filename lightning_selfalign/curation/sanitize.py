@@ -1,13 +1,15 @@
 """Response clean-up, one named transformation per function (each one a ``selfalign curate`` option).
 
-Responses follow the generation prompt: a few sentences of reasoning, the solution in a fenced
-block, then ``Tests:`` and a fenced block of asserts. Models also write ```` ```py ````, forget the
+Responses follow the generation prompt's layout (:mod:`lightning_selfalign.prompts.formats`): StarCoder2-Instruct's
+four tagged sections, SelfCodeAlign's ``</response>`` then ``<tests>``, or reasoning, a solution block, ``Tests:``
+and a block of asserts. Models also write ```` ```py ````, forget the
 closing fence, run on into the next few-shot example, or end with pleasantries; these functions undo
 that without touching the code itself.
 """
 
 from __future__ import annotations
 
+import ast
 import io
 import random
 import re
@@ -18,7 +20,7 @@ _FENCE_LINE = re.compile(r"^(?P<indent>[ \t]*)```[ \t]*(?P<lang>[\w+#.-]*)[ \t]*
 _PYTHON_TAGS = {"", "py", "python", "python3", "py3"}
 # Template leftovers: the model ran on into the next example or echoed a chat token.
 _RUN_ON = re.compile(
-    r"^\s*(?:\[end\]|### Example\b|### Instruction\b|\[task\]|\[response\]|<\|endoftext\|>|<\|im_end\|>|</s>)",
+    r"^\s*(?:\[end\]|#{2,3} Example\b|### Instruction\b|\[task\]|\[response\]|<\|endoftext\|>|<\|im_end\|>|</s>)",
     re.IGNORECASE,
 )
 _CHATTER = re.compile(
@@ -103,7 +105,10 @@ def _same_code(a: str, b: str) -> bool:
 
 
 def drop_tests(response: str, tests: str) -> str:
-    """Remove the block holding ``tests`` (and a ``Tests:`` heading right before it) from the response."""
+    """Remove the tests from the response: SelfCodeAlign's ``</response>`` and all after it, else the block
+    holding ``tests`` (and a ``Tests:`` heading right before it)."""
+    if "</response>" in response:
+        return response.split("</response>", 1)[0].strip()
     lines = response.splitlines()
     for block in reversed(fenced_blocks(lines)):
         close = block.close if block.close is not None else len(lines) - 1
@@ -118,20 +123,41 @@ def drop_tests(response: str, tests: str) -> str:
     return response
 
 
-def assert_augmented_instruction(instruction: str, tests: str, rng: random.Random, probability: float) -> str:
-    """With ``probability``, the instruction plus 1-5 of the tests' assert lines ("Your code should pass ...").
+def untagged_sections(sections: dict[str, str], reasoning: bool, explanation: bool, tests: bool) -> str:
+    """StarCoder2-Instruct's sections joined by blank lines without their tags, the ones not wanted left out
+    (the implementation always stays)."""
+    wanted = {"Reasoning": reasoning, "Implementation": True, "Explanation": explanation, "Tests": tests}
+    return "\n\n".join(body for name, body in sections.items() if wanted[name] and body.strip())
 
-    Only single-line asserts are used, and never when the instruction already shows examples.
+
+def defined_names(code: str) -> frozenset[str]:
+    """Names of the functions (nested too) and classes ``code`` defines; empty if it does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return frozenset()
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return frozenset(node.name for node in ast.walk(tree) if isinstance(node, kinds))
+
+
+def assert_augmented_instruction(instruction: str, tests: str, rng: random.Random, probability: float) -> str:
+    """With ``probability``, the instruction plus some of its tests ("Your code should pass the following ...").
+
+    As the reference: tests made only of assert lines give 1-5 of them (drawn), other tests of at most five
+    lines are shown whole; never when the instruction already mentions asserts, tests or examples.
     """
-    if probability <= 0 or "assert" in instruction or "for example" in instruction.lower():
+    lowered = instruction.lower()
+    if probability <= 0 or "assert" in instruction or "for example" in lowered or "test" in lowered:
         return instruction
-    asserts = [line.strip() for line in tests.splitlines() if line.startswith("assert ")]
-    if not asserts or rng.random() >= probability:
+    lines = [line for line in tests.strip().splitlines() if line.strip()]
+    if lines and all(line.startswith("assert") for line in lines):
+        chosen = rng.sample(lines, k=min(rng.choice([1, 2, 3, 4, 5]), len(lines)))
+        term = "assertions" if len(chosen) > 1 else "assertion"
+    else:
+        chosen, term = lines, "test case"
+    if not chosen or len(chosen) > 5 or "assert" not in "\n".join(chosen) or rng.random() >= probability:
         return instruction
-    chosen_positions = sorted(rng.sample(range(len(asserts)), k=min(rng.randint(1, 5), len(asserts))))
-    chosen = [asserts[position] for position in chosen_positions]
-    term = "assertions" if len(chosen) > 1 else "assertion"
-    block = "\n".join(chosen)
+    block = "\n".join(chosen).strip()
     return f"{instruction.rstrip()}\n\nYour code should pass the following {term}:\n```python\n{block}\n```"
 
 

@@ -54,6 +54,20 @@ def _engine_samples(tasks, model, tokenizer_path, engine, engine_options, settin
     return [r for r in rows if r["task_id"] in wanted and r["sample_index"] < settings.n], stats
 
 
+def write_prompts(tasks, model, tokenizer_path, settings, path: str | Path) -> int:
+    """Each task's exact prompt (``task_id`` and ``prompt`` text, or ``messages`` in chat mode without a response
+    prefix) to ``path``, for checking against another harness; nothing is generated."""
+    from lightning_selfalign.evaluation.samples import prompt_requests
+
+    tokenizer = _load_tokenizer(tokenizer_path or model) if settings.chat and settings.response_prefix else None
+    rows = []
+    for task, _, request in prompt_requests(tasks, {task.task_id: [0] for task in tasks}, settings, tokenizer):
+        shown = {"prompt": request.text} if request.text is not None else {"messages": request.messages}
+        rows.append({"task_id": task.task_id, **shown, "stop": list(request.stop or ())})
+    write_jsonl(path, rows)
+    return len(rows)
+
+
 def _load_tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
 
@@ -99,6 +113,7 @@ def evaluate_command(
     workers: int = 2,
     isolation: str = "auto",
     allow_unsafe: bool = False,
+    prompts_only: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """HumanEval pass@k of a model or of samples, run in our sandbox; HumanEval+/MBPP(+) via --benchmark_file.
@@ -150,6 +165,9 @@ def evaluate_command(
         workers: sandbox helpers running in parallel.
         isolation: auto (strongest available), bwrap, namespaces, or rlimits (unsafe; needs --allow_unsafe).
         allow_unsafe: permit running generated code with rlimits only.
+        prompts_only: write each task's exact prompt to this JSONL file (task_id, prompt or messages, stop) and
+            stop, generating nothing: for checking prompts against another harness. Needs --model only for its
+            tokenizer, in --chat mode.
         progress: show progress bars.
     """
     from lightning_selfalign.engines import EngineOptions
@@ -157,11 +175,15 @@ def evaluate_command(
 
     settings = GenerationSettings(n, temperature, top_p, max_new_tokens, chat, response_prefix, seed)
     ks = list(ks) if ks else list(DEFAULT_KS)
-    _check_options(model, samples, settings, ks, limit, timeout, memory, workers)
+    _check_options(model, samples, settings, ks, limit, timeout, memory, workers, prompts_only)
     every_task = load_tasks(benchmark, benchmark_file)
     if benchmark_file is not None and benchmark == "humaneval":  # the default name would misname the user's file
         benchmark = Path(benchmark_file).name
     tasks = every_task[:limit] if limit is not None else every_task
+    if prompts_only is not None:
+        count = write_prompts(tasks, model, tokenizer, settings, prompts_only)
+        print(f"evaluate: {count} prompts written to {prompts_only} (nothing generated)", file=sys.stderr)
+        return {"prompts": count, "prompts_only": prompts_only}
     paths = output_paths(output)
     started = time.monotonic()
     generation = None
@@ -196,9 +218,12 @@ def evaluate_command(
     return report
 
 
-def _check_options(model, samples, settings, ks, limit, timeout, memory, workers) -> None:
+def _check_options(model, samples, settings, ks, limit, timeout, memory, workers, prompts_only=None) -> None:
     problems = []
-    if (model is None) == (samples is None):
+    if prompts_only is not None:
+        if settings.chat and settings.response_prefix and model is None:
+            problems.append("--prompts_only with --chat renders the model's chat template: pass --model DIR")
+    elif (model is None) == (samples is None):
         problems.append("pass exactly one of --model DIR (generate samples) and --samples FILE (score existing ones)")
     if model is not None:
         problems.extend(settings.problems())

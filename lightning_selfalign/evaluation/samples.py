@@ -26,6 +26,10 @@ COMPLETION_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nif", "\nprint", "\n```"
 # instruction, and the answer pre-filled with the same prompt, so the model writes the body of the given function.
 CHAT_INSTRUCTION = "Write a Python function to solve the given task:\n```python\n{prompt}\n```"
 CHAT_RESPONSE_PREFIX = "\n```python\n{prompt}"
+# Its MBPP(+) prompt: an MBPP task's prompt is a docstring of the description and one assert (EvalPlus's layout);
+# the description (with a full stop) and the assert become the instruction, and the answer opens a fence.
+MBPP_INSTRUCTION = "{description}\n\nYour code should pass the following assertion:\n```python\n{assertion}\n```"
+MBPP_RESPONSE_PREFIX = "\n```python"
 
 
 @dataclass(frozen=True)
@@ -51,14 +55,37 @@ class GenerationSettings:
         return found
 
 
+def mbpp_parts(prompt: str) -> tuple[str, str] | None:
+    """(description, assertion) of an MBPP-style prompt (a docstring holding the text, then one assert), else None."""
+    stripped = prompt.strip()
+    if not stripped.startswith('"""') or stripped.count('"""') < 2 or "\ndef " in f"\n{stripped}":
+        return None
+    body = stripped[3 : stripped.rindex('"""')]
+    if "assert" not in body:
+        return None
+    at = body.index("assert")
+    description = body[:at].strip()
+    return (description if description.endswith(".") else description + "."), body[at:].strip()
+
+
+def chat_turn(task: Task, response_prefix: str) -> tuple[str, str]:
+    """The instruction and the answer's first characters for ``task``, as StarCoder2-Instruct's evaluation writes
+    them: HumanEval's (the prompt fenced, and pre-filled in the answer), or MBPP's for an MBPP-style prompt."""
+    mbpp = mbpp_parts(task.prompt)
+    if mbpp is not None:
+        prefix = MBPP_RESPONSE_PREFIX if response_prefix == CHAT_RESPONSE_PREFIX else response_prefix
+        return MBPP_INSTRUCTION.format(description=mbpp[0], assertion=mbpp[1]), prefix.replace("{prompt}", "")
+    prompt = task.prompt.strip()
+    return CHAT_INSTRUCTION.format(prompt=prompt), response_prefix.replace("{prompt}", prompt)
+
+
 def chat_prompt_text(tokenizer: Any, task: Task, response_prefix: str) -> str:
     """The instruct model's prompt as text: the task as one user turn, then the answer's first characters."""
     from lightning_selfalign.chat_template import messages_for
 
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("--chat needs a chat template and this model's tokenizer has none; drop --chat")
-    instruction = CHAT_INSTRUCTION.format(prompt=task.prompt.strip())
-    prefix = response_prefix.replace("{prompt}", task.prompt.strip())
+    instruction, prefix = chat_turn(task, response_prefix)
     text = tokenizer.apply_chat_template(messages_for(instruction), add_generation_prompt=True, tokenize=False)
     bos = tokenizer.bos_token
     # The engines tokenize text prompts with special tokens on; a tokenizer that adds BOS itself would double it.
@@ -76,7 +103,8 @@ def extract_code(text: str) -> str:
     return text
 
 
-def _requests(tasks: Sequence[Task], indices: dict[str, list[int]], settings: GenerationSettings, tokenizer: Any):
+def prompt_requests(tasks: Sequence[Task], indices: dict[str, list[int]], settings: GenerationSettings, tokenizer: Any):
+    """(task, sample index, engine request) for each sample to draw."""
     from lightning_selfalign.chat_template import messages_for
     from lightning_selfalign.engines import Request
 
@@ -89,7 +117,7 @@ def _requests(tasks: Sequence[Task], indices: dict[str, list[int]], settings: Ge
                 text = chat_prompt_text(tokenizer, task, settings.response_prefix)
                 request = Request(text=text, messages=None, stop=("\n```",), seed=seed)
             else:
-                instruction = CHAT_INSTRUCTION.format(prompt=task.prompt.strip())
+                instruction, _ = chat_turn(task, "")
                 request = Request(text=None, messages=messages_for(instruction), seed=seed)
             yield task, index, request
 
@@ -137,10 +165,10 @@ def generate_samples(
 
     samples_path = Path(samples_path)
     run_fp = fingerprint({**asdict(settings), "n": None, "model": engine.model, "instruction": CHAT_INSTRUCTION,
-                          "version": 2})  # fmt: skip
+                          "mbpp": MBPP_INSTRUCTION, "version": 2})  # fmt: skip
     done = _done_sample_ids(samples_path, run_fp)
     indices = {task.task_id: [i for i in range(settings.n) if sample_id(task.task_id, i) not in done] for task in tasks}
-    todo = list(_requests(tasks, indices, settings, tokenizer))
+    todo = list(prompt_requests(tasks, indices, settings, tokenizer))
     sampling = Sampling(settings.temperature, settings.top_p, settings.max_new_tokens)
     size = batch_size or engine.default_batch_size
     finish, tokens, start = Counter(), 0, time.perf_counter()

@@ -1,8 +1,9 @@
 """The few-shot examples written for this project, loaded from ``fewshot.yaml`` and validated.
 
 Each example carries the whole lineage one generated row will have: a seed function, the concepts it
-exercises, a category and difficulty, an instruction written from them, and a response (reasoning, a
-solution block, a tests block). A test runs every example's code + tests in the project's sandbox.
+exercises, a category and difficulty, an instruction written from them, and a response's parts (reasoning, the
+solution, an explanation, tests), which each prompt format lays out its own way. A test runs every example's code
++ tests in the project's sandbox.
 """
 
 from __future__ import annotations
@@ -16,7 +17,18 @@ import yaml
 CATEGORIES = ("function", "class", "program")
 DIFFICULTIES = ("easy", "medium", "hard")
 FEWSHOT_PATH = Path(__file__).with_name("fewshot.yaml")
-_FIELDS = ("name", "category", "difficulty", "seed", "concepts", "instruction", "reasoning", "code", "tests")
+_FIELDS = (
+    "name",
+    "category",
+    "difficulty",
+    "seed",
+    "concepts",
+    "instruction",
+    "reasoning",
+    "code",
+    "explanation",
+    "tests",
+)
 
 
 @dataclass(frozen=True)
@@ -31,17 +43,8 @@ class Example:
     instruction: str
     reasoning: str
     code: str
+    explanation: str
     tests: str
-
-    @property
-    def response(self) -> str:
-        """The response text as a model should write it: reasoning, solution block, tests block."""
-        return render_response(self.reasoning, self.code, self.tests)
-
-
-def render_response(reasoning: str, code: str, tests: str) -> str:
-    """The response format every stage-3 prompt teaches and :func:`parse_output` reads back."""
-    return f"{reasoning.strip()}\n\n```python\n{code.strip()}\n```\n\nTests:\n\n```python\n{tests.strip()}\n```"
 
 
 def _example_problems(index: int, raw: object) -> list[str]:
@@ -56,7 +59,7 @@ def _example_problems(index: int, raw: object) -> list[str]:
     concepts = raw.get("concepts")
     if not (isinstance(concepts, list) and concepts and all(isinstance(c, str) and c.strip() for c in concepts)):
         problems.append(f"{where}: concepts must be a non-empty list of strings")
-    for field in ("seed", "instruction", "reasoning", "code", "tests"):
+    for field in ("seed", "instruction", "reasoning", "code", "explanation", "tests"):
         if field in raw and not (isinstance(raw[field], str) and raw[field].strip()):
             problems.append(f"{where}: {field} must be a non-empty string")
     return problems
@@ -81,6 +84,7 @@ def parse_examples(data: object, path: Path) -> tuple[Example, ...]:
             instruction=raw["instruction"].strip(),
             reasoning=raw["reasoning"].strip(),
             code=raw["code"].strip("\n"),
+            explanation=raw["explanation"].strip(),
             tests=raw["tests"].strip("\n"),
         )
         for raw in data

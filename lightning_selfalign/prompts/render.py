@@ -1,17 +1,10 @@
 """Rendering the three stages' prompts: completion text for base models, chat messages for instruct models.
 
-Every few-shot block has the same shape in both modes: a *query* (what the stage is given) and an
-*answer* (what the model must write). Completion mode lays the blocks out one after another,
-
-    ### Example 1
-    <query>
-    [concepts]            <- the stage's answer tag
-    <answer>
-    [/example]
-
-and ends with the new item's query and answer tag, so the model continues with the answer and the
-``[/example]`` stop string closes it. Chat mode turns each block into a user turn (query) and an assistant
-turn (answer) after a system turn with the same task description.
+Every few-shot block has the same shape in both modes: a *query* (what the stage is given) and an *answer* (what
+the model must write); :mod:`~lightning_selfalign.prompts.formats` lays them out. Completion mode writes the
+blocks one after another and ends with the new item's query and answer header, so the model continues with the
+answer and the format's stop string closes it. Chat mode turns each block into a user turn (query) and an
+assistant turn (answer) after a system turn with the same task description.
 """
 
 from __future__ import annotations
@@ -23,37 +16,12 @@ from dataclasses import dataclass
 
 from lightning_selfalign.jsonl import fingerprint
 from lightning_selfalign.prompts.fewshot import Example, load_examples
+from lightning_selfalign.prompts.formats import DEFAULT_FORMAT, STAGES, Parts, PromptFormat, get_format
 
-STAGES = ("concepts", "instructions", "responses")
-# Not "[end]": `x[first:last] = [end]` is ordinary Python. "[/" cannot start valid Python outside a string.
-END = "[/example]"
-BLOCK_HEADER = "### Example"
-STOP = [END, f"\n{BLOCK_HEADER}"]
-# Bump when the layout below changes, so rows made with the old layout get a different fingerprint.
+# Bump when a layout changes, so rows made with the old layout get a different fingerprint.
 TEMPLATE_VERSION = 2
-DEFAULT_NUM_FEWSHOT = 4
-
-SYSTEM = {
-    "concepts": (
-        "Read the Python function and name the programming concepts it exercises: the language features, "
-        "standard-library facilities, algorithms and data structures a programmer must know to write it. "
-        "Write one short concept per line, starting with '- ', most specific first."
-    ),
-    "instructions": (
-        "Write one self-contained Python programming task that exercises the given concepts, at the given "
-        "difficulty. Category 'function' asks for one or a few functions; 'class' asks for a class with its "
-        "methods; 'program' asks for a complete script with an `if __name__ == \"__main__\":` block that "
-        "reads no input and prints its results. State the names, signatures, inputs, outputs and edge "
-        "cases precisely enough that someone could write tests for it. Do not include the solution."
-    ),
-    "responses": (
-        "Solve the Python programming task. First explain the approach in a few sentences, then give the "
-        "complete solution in one ```python block, then write 'Tests:' and one ```python block of assert "
-        "statements that check the solution, including edge cases. The tests must run as they are, after "
-        "the solution, with nothing else defined."
-    ),
-}
-ANSWER_TAG = {"concepts": "[concepts]", "instructions": "[instruction]", "responses": "[response]"}
+# Few-shot examples per prompt, by stage: StarCoder2-Instruct's 8 / 8 / 1 (its README's commands).
+DEFAULT_NUM_FEWSHOT = {"concepts": 8, "instructions": 8, "responses": 1}
 QUERY_FIELDS = {
     "concepts": ("seed",),
     "instructions": ("concepts", "category", "difficulty"),
@@ -71,36 +39,33 @@ class Prompt:
     fingerprint: str
 
 
-def _bullets(concepts: Sequence[str]) -> str:
-    return "\n".join(f"- {concept}" for concept in concepts)
+def num_fewshot_for(stage: str, num_fewshot: int | None) -> int:
+    """``num_fewshot``, or the stage's published count when it is None."""
+    return DEFAULT_NUM_FEWSHOT[stage] if num_fewshot is None else num_fewshot
 
 
-def render_query(stage: str, item: dict | Example) -> str:
-    """What the stage is given, in the block layout (without the answer tag)."""
+def render_query(stage: str, item: dict | Example, layout: PromptFormat) -> str:
+    """What the stage is given, in the format's layout (without the answer header)."""
     get = item.get if isinstance(item, dict) else lambda key: getattr(item, key)
-    if stage == "concepts":
-        return f"[seed]\n```python\n{get('seed').strip()}\n```"
-    if stage == "instructions":
-        return (
-            f"[properties]\ncategory: {get('category')}\ndifficulty: {get('difficulty')}\n"
-            f"concepts:\n{_bullets(get('concepts'))}"
-        )
-    return f"[task]\n{get('instruction').strip()}"
+    return layout.render_query(stage, get)
 
 
-def render_answer(stage: str, example: Example) -> str:
+def render_answer(stage: str, example: Example, layout: PromptFormat) -> str:
     """What the model must write for ``example`` at ``stage``."""
     if stage == "concepts":
-        return _bullets(example.concepts)
+        return layout.render_concepts(example.concepts)
     if stage == "instructions":
         return example.instruction
-    return example.response
+    return layout.render_response(Parts(example.reasoning, example.code, example.explanation, example.tests))
 
 
 def choose_examples(
-    stage: str, row: dict, rng: random.Random, num_fewshot: int, pool: Sequence[Example]
+    stage: str, row: dict, rng: random.Random, num_fewshot: int, pool: Sequence[Example], layout: PromptFormat
 ) -> list[Example]:
-    """Pick ``num_fewshot`` examples with ``rng``; for instructions and responses, the row's category first."""
+    """Pick ``num_fewshot`` examples with ``rng``. The published formats sample the pool uniformly (the
+    reference's ``random.sample``); selfalign-v1 puts the row's category first for instructions and responses."""
+    if layout.name != "selfalign-v1":
+        return rng.sample(list(pool), min(max(0, num_fewshot), len(pool)))
     category = row.get("category") if stage != "concepts" else None
     matching = [example for example in pool if example.category == category]
     others = [example for example in pool if example.category != category]
@@ -111,47 +76,46 @@ def choose_examples(
     return chosen
 
 
-def _completion_text(stage: str, row: dict, examples: Sequence[Example]) -> str:
-    tag = ANSWER_TAG[stage]
-    blocks = [SYSTEM[stage]]
-    for number, example in enumerate(examples, start=1):
-        blocks.append(
-            f"{BLOCK_HEADER} {number}\n{render_query(stage, example)}\n{tag}\n{render_answer(stage, example)}\n{END}"
-        )
-    blocks.append(f"{BLOCK_HEADER} {len(examples) + 1}\n{render_query(stage, row)}\n{tag}\n")
-    return "\n\n".join(blocks)
+def _completion_text(stage: str, row: dict, examples: Sequence[Example], layout: PromptFormat) -> str:
+    queries = [render_query(stage, example, layout) for example in examples]
+    answers = [render_answer(stage, example, layout) for example in examples]
+    return layout.completion_text(stage, queries, answers, render_query(stage, row, layout))
 
 
-def _chat_messages(stage: str, row: dict, examples: Sequence[Example]) -> list[dict]:
-    messages = [{"role": "system", "content": SYSTEM[stage]}]
+def _chat_messages(stage: str, row: dict, examples: Sequence[Example], layout: PromptFormat) -> list[dict]:
+    messages = [{"role": "system", "content": layout.system[stage]}]
     for example in examples:
-        messages.append({"role": "user", "content": render_query(stage, example)})
-        messages.append({"role": "assistant", "content": render_answer(stage, example)})
-    messages.append({"role": "user", "content": render_query(stage, row)})
+        messages.append({"role": "user", "content": render_query(stage, example, layout)})
+        messages.append({"role": "assistant", "content": render_answer(stage, example, layout)})
+    messages.append({"role": "user", "content": render_query(stage, row, layout)})
     return messages
 
 
 @functools.lru_cache(maxsize=64)
-def prompt_fingerprint(stage: str, *, chat: bool = False, num_fewshot: int = DEFAULT_NUM_FEWSHOT) -> str:
-    """Digest of the stage's template and the whole few-shot pool it samples from.
+def prompt_fingerprint(
+    stage: str, *, chat: bool = False, num_fewshot: int | None = None, prompt_format: str = DEFAULT_FORMAT
+) -> str:
+    """Digest of the stage's layout and the whole few-shot pool it samples from.
 
     The pool, not the per-row pick, is hashed: the pick follows from the row's rng, so one stage run
     with one configuration has one fingerprint.
     """
-    return fingerprint(
-        {
-            "stage": stage,
-            "template_version": TEMPLATE_VERSION,
-            "system": SYSTEM[stage],
-            "answer_tag": ANSWER_TAG[stage],
-            "chat": chat,
-            "num_fewshot": num_fewshot,
-            "examples": [
-                [render_query(stage, example), render_answer(stage, example), example.category]
-                for example in load_examples()
-            ],
-        }
-    )
+    layout = get_format(prompt_format)
+    content = {
+        "stage": stage,
+        "template_version": TEMPLATE_VERSION,
+        "system": layout.system[stage],
+        "answer_tag": layout.answer_header[stage],
+        "chat": chat,
+        "num_fewshot": num_fewshot_for(stage, num_fewshot),
+        "examples": [
+            [render_query(stage, example, layout), render_answer(stage, example, layout), example.category]
+            for example in load_examples()
+        ],
+    }
+    if layout.name != "selfalign-v1":  # v1's digest predates the formats and stays as it was
+        content["format"] = layout.name
+    return fingerprint(content)
 
 
 def _check_row(stage: str, row: dict) -> None:
@@ -163,16 +127,26 @@ def _check_row(stage: str, row: dict) -> None:
 
 
 def build_prompt(
-    stage: str, row: dict, *, rng: random.Random, chat: bool = False, num_fewshot: int = DEFAULT_NUM_FEWSHOT
+    stage: str,
+    row: dict,
+    *,
+    rng: random.Random,
+    chat: bool = False,
+    num_fewshot: int | None = None,
+    prompt_format: str = DEFAULT_FORMAT,
 ) -> Prompt:
     """The prompt for one row at one stage, with few-shot examples chosen by ``rng`` (deterministic).
 
     concepts reads ``seed``; instructions reads ``concepts``, ``category``, ``difficulty``; responses reads
-    ``instruction`` (and ``category`` when present, to prefer matching examples).
+    ``instruction`` (and ``category`` when present, for selfalign-v1's choice of examples). ``num_fewshot=None``
+    takes the stage's published count (8 / 8 / 1).
     """
     _check_row(stage, row)
-    examples = choose_examples(stage, row, rng, num_fewshot, load_examples())
-    digest = prompt_fingerprint(stage, chat=chat, num_fewshot=num_fewshot)
+    layout = get_format(prompt_format)
+    count = num_fewshot_for(stage, num_fewshot)
+    examples = choose_examples(stage, row, rng, count, load_examples(), layout)
+    digest = prompt_fingerprint(stage, chat=chat, num_fewshot=count, prompt_format=prompt_format)
+    stop = layout.stop(stage)
     if chat:
-        return Prompt(text=None, messages=_chat_messages(stage, row, examples), stop=list(STOP), fingerprint=digest)
-    return Prompt(text=_completion_text(stage, row, examples), messages=None, stop=list(STOP), fingerprint=digest)
+        return Prompt(text=None, messages=_chat_messages(stage, row, examples, layout), stop=stop, fingerprint=digest)
+    return Prompt(text=_completion_text(stage, row, examples, layout), messages=None, stop=stop, fingerprint=digest)

@@ -112,12 +112,12 @@ def generate(stage: str, input: Path, output: Path, engine: RoundEngine, round: 
     from lightning_selfalign.stages import StageSettings, run_stage
 
     o = settings.generation
-    stage_settings = StageSettings(
-        n=o.n if stage == "responses" else 1, temperature=o.temperature, top_p=o.top_p,
-        max_new_tokens=getattr(o, f"max_new_tokens_{stage}"), chat=o.chat, num_fewshot=o.num_fewshot, round=round,
-        seed=o.seed + round, batch_size=o.batch_size, progress=settings.progress,
-        **({"categories": tuple(o.categories)} if o.categories else {}),
-        **({"difficulties": tuple(o.difficulties)} if o.difficulties else {}),
+    stage_settings = StageSettings.for_stage(
+        stage, o.preset, prompt_format=o.prompt_format, n=o.n if stage == "responses" else None,
+        temperature=o.temperature, top_p=o.top_p, max_new_tokens=getattr(o, f"max_new_tokens_{stage}"),
+        chat=o.chat, num_fewshot=o.num_fewshot, round=round, seed=o.seed + round, batch_size=o.batch_size,
+        progress=settings.progress, categories=tuple(o.categories) if o.categories else None,
+        difficulties=tuple(o.difficulties) if o.difficulties else None,
     )  # fmt: skip
     rows = rows_of(input)
     stats = run_stage(stage, rows, output, engine.get(), stage_settings, source=str(input)) if rows else None
@@ -148,5 +148,5 @@ def curate_round(paths: RoundPaths, settings: RoundSettings) -> int:
     result = curate(rows_of(paths.executed), config)
     write_jsonl(paths.sft, result.rows)
     write_jsonl(removed_path(paths.sft), result.removed)
-    write_stats(paths.sft, {**result.stats(), "stage": "curate", "settings": config_dict(config)})
+    write_stats(paths.sft, {**result.stats(), "stage": "curate", "settings": config_dict(config.resolved())})
     return len(result.rows)

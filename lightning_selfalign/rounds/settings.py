@@ -36,14 +36,17 @@ class GenerationOptions:
     api_key: str | None = None
     concurrency: int = 32
     chat: bool = False
-    n: int = 10  # responses per instruction
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_new_tokens_concepts: int = 256
-    max_new_tokens_instructions: int = 512
-    max_new_tokens_responses: int = 1536
-    num_fewshot: int = 8
-    categories: list[str] | None = None  # task kinds the instructions stage draws (default function, class, program)
+    # Every sampling option left unset (None) takes the preset's value: starcoder2-instruct or selfcodealign.
+    preset: Literal["starcoder2-instruct", "selfcodealign"] = "starcoder2-instruct"
+    prompt_format: Literal["starcoder2-instruct", "selfcodealign", "selfalign-v1"] | None = None
+    n: int | None = None  # responses per instruction (published: 10)
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens_concepts: int | None = None
+    max_new_tokens_instructions: int | None = None
+    max_new_tokens_responses: int | None = None
+    num_fewshot: int | None = None  # per prompt (published: 8 concepts, 8 instructions, 1 responses)
+    categories: list[str] | None = None  # task kinds the instructions stage draws (a kind listed twice: twice as often)
     difficulties: list[str] | None = None  # difficulties the instructions stage draws (default easy, medium, hard)
     batch_size: int | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -57,7 +60,7 @@ class GenerationOptions:
 class ExecutionOptions:
     """Sandbox limits of the execution filter and of evaluation (``selfalign execute``'s flags)."""
 
-    timeout: float = 10.0
+    timeout: float = 4.0  # seconds per sample, as StarCoder2-Instruct's execution filter
     memory: int = 1024
     workers: int = 2
     isolation: str = "auto"

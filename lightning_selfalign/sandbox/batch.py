@@ -119,7 +119,7 @@ def _stats(verdicts: Counter, skipped: Counter, retried: list, pool: SandboxPool
 def execute_command(
     input: str,
     output: str,
-    timeout: float = 10.0,
+    timeout: float = 4.0,
     memory: int = 1024,
     workers: int = 2,
     isolation: str = "auto",
@@ -134,7 +134,7 @@ def execute_command(
     Args:
         input: JSONL with ``id``, ``code``, ``tests`` per row (other fields pass through).
         output: JSONL to append to; rerunning resumes, skipping ids already there.
-        timeout: wall-clock seconds per sample.
+        timeout: wall-clock seconds per sample (StarCoder2-Instruct's execution filter gives each 4).
         memory: address-space cap per sample process, in MB.
         workers: sandbox helpers running in parallel (per node with ``--executor ray``).
         isolation: auto (strongest available), bwrap, namespaces, or rlimits (unsafe; needs --allow_unsafe).

@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from lightning_selfalign.prompts import build_prompt, render_response
-from lightning_selfalign.prompts.render import END
+from lightning_selfalign.prompts import Parts, build_prompt, get_format
+from lightning_selfalign.prompts.formats import V1_END
 from lightning_selfalign.toyworld.ops import OPS, VARIABLE
 from lightning_selfalign.toyworld.tasks import Task
 from lightning_selfalign.toyworld.world import World
@@ -26,6 +26,8 @@ REASONING = (
 )
 # How hard a task of so many steps is: what the instructions stage's drawn difficulty asks for.
 DIFFICULTY = {1: "easy", 2: "easy", 3: "medium", 4: "hard"}
+# The layout the committed base model was pretrained in (configs/self-align-toyworld-cpu.yaml generates in it).
+PROMPT_FORMAT = "selfalign-v1"
 # The stub's body is a placeholder, so a prompt ending in a docstring is continued with a body, not a fence.
 STUB_INSTRUCTION = "Implement this function:\n```python\n{prompt}    ...\n```"
 
@@ -75,13 +77,15 @@ def response_text(task: Task, cases: list, rng: random.Random, noise: Noise) -> 
     code_task = perturb(task, rng) if rng.random() < noise.wrong_code else task
     tests_task = perturb(task, rng) if rng.random() < noise.wrong_tests else task
     arguments = [argument for argument, _ in cases[:3]]
-    return render_response(rng.choice(REASONING), code_task.code(), tests_text(tests_task, arguments, rng, noise))
+    reasoning = rng.choice(REASONING)  # drawn before the tests, as the committed model's documents were
+    tests = tests_text(tests_task, arguments, rng, noise)
+    return get_format(PROMPT_FORMAT).render_response(Parts(reasoning, code_task.code(), "", tests))
 
 
 def stage_document(stage: str, row: dict, answer: str, rng: random.Random) -> str:
-    prompt = build_prompt(stage, row, rng=rng, chat=False, num_fewshot=0)
+    prompt = build_prompt(stage, row, rng=rng, chat=False, num_fewshot=0, prompt_format=PROMPT_FORMAT)
     assert prompt.text is not None, "completion mode renders text"
-    return f"{prompt.text}{answer}\n{END}"
+    return f"{prompt.text}{answer}\n{V1_END}"
 
 
 def task_documents(task: Task, cases: list, rng: random.Random, noise: Noise) -> list[str]:
@@ -89,7 +93,7 @@ def task_documents(task: Task, cases: list, rng: random.Random, noise: Noise) ->
     documents = [task.code()]
     kind = rng.choice(("concepts", "instructions", "responses", "responses"))
     if kind == "concepts":
-        answer = "\n".join(f"- {concept}" for concept in task.concepts())
+        answer = get_format(PROMPT_FORMAT).render_concepts(task.concepts())
         documents.append(stage_document(kind, {"id": task.name, "seed": task.code()}, answer, rng))
     elif kind == "instructions":
         row = {"id": task.name, "concepts": task.concepts(), "category": "function",

@@ -45,6 +45,7 @@ def pretrain_model(model: Any, tokenizer: Any, documents: list[str], output: Pat
     import torch
 
     from lightning_selfalign.prompts import STAGES, prompt_fingerprint
+    from lightning_selfalign.toyworld.documents import PROMPT_FORMAT
 
     stream = token_stream(tokenizer, documents)
     generator = torch.Generator().manual_seed(seed)
@@ -69,7 +70,8 @@ def pretrain_model(model: Any, tokenizer: Any, documents: list[str], output: Pat
         "documents": len(documents), "tokens": len(stream), "steps": steps, "batch": BATCH, "block": BLOCK,
         "peak_lr": peak_lr, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
         "parameters": sum(p.numel() for p in model.parameters()), "loss_curve": curve,
-        "prompt_fingerprints": {stage: prompt_fingerprint(stage, chat=False, num_fewshot=0) for stage in STAGES},
+        "prompt_fingerprints": {stage: prompt_fingerprint(stage, chat=False, num_fewshot=0, prompt_format=PROMPT_FORMAT)
+            for stage in STAGES},
     }  # fmt: skip
     output.mkdir(parents=True, exist_ok=True)
     (output / "pretraining.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
