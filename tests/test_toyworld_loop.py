@@ -120,7 +120,8 @@ def test_one_format_from_curated_row_to_exported_template_and_prompts(loop_run: 
         row["instruction"], row["response"])]})  # fmt: skip
     assert training.decode(encoded["input_ids"][0]) == expected
     # What round 0's exported folder renders for the same row.
-    assert exported.apply_chat_template(messages_for(row["instruction"], row["response"]), tokenize=False) == expected
+    rendered = exported.apply_chat_template(messages_for(row["instruction"], row["response"]), tokenize=False)
+    assert rendered == expected + "\n\n### Response\n", "StarCoder2-Instruct's template, cut after EOS in training"
     # What round 1's generator is prompted with in chat mode: the same template, the task as the instruction.
     prompt = build_prompt("responses", {"id": "x", "instruction": row["instruction"]}, rng=random.Random(0),
                           chat=True, num_fewshot=0, prompt_format="selfalign-v1")  # fmt: skip

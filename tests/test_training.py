@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from lightning_selfalign.chat_template import messages_for, render_text
+from lightning_selfalign.data.tokenize import ChatTokenizer
 from lightning_selfalign.model import SelfAlignLM, active_dropout, load_causal_lm, per_sample_loss, token_losses
 from lightning_selfalign.training_cli import run_lightning_cli
 
@@ -245,14 +246,19 @@ def test_export_round_trip_logits_and_chat_template(tiny_model_dir, tmp_path):
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     row = json.loads(data.read_text().splitlines()[0])
+    # The exported template is StarCoder2-Instruct's: eos and a blank line after each answer, "### Response" last.
+    trained = render_text(row["instruction"], row["response"], tokenizer.bos_token, tokenizer.eos_token)
     text = tokenizer.apply_chat_template(messages_for(row["instruction"], row["response"]), tokenize=False)
-    assert text == render_text(row["instruction"], row["response"], tokenizer.bos_token, tokenizer.eos_token)
-    prompt = tokenizer.apply_chat_template(messages_for(row["instruction"]), tokenize=False, add_generation_prompt=True)
-    assert prompt == render_text(row["instruction"], None, tokenizer.bos_token, tokenizer.eos_token)
-    trained_ids = cli.datamodule.tokenizer.apply_chat_template(
-        messages_for(row["instruction"], row["response"]), tokenize=True, return_dict=True
-    )["input_ids"]
-    assert tokenizer(text, add_special_tokens=False)["input_ids"] == list(trained_ids)
+    assert text == trained + "\n\n### Response\n"
+    for asked in (True, False):
+        prompt = tokenizer.apply_chat_template(messages_for(row["instruction"]), tokenize=False,
+                                               add_generation_prompt=asked)  # fmt: skip
+        assert prompt == render_text(row["instruction"], None, tokenizer.bos_token, tokenizer.eos_token)
+    # What training saw: the same text cut after the response's EOS, as the reference trained.
+    encoded = ChatTokenizer(cli.datamodule.tokenizer, max_length=4096, overflow="drop")(
+        {"messages": [messages_for(row["instruction"], row["response"])]}
+    )
+    assert tokenizer(trained, add_special_tokens=False)["input_ids"] == encoded["input_ids"][0]
 
 
 def test_config_typo_is_one_line_error_naming_the_key(tmp_path):

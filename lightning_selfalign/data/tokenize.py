@@ -59,6 +59,13 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     ])  # fmt: skip
 
 
+def ends_at_last_label(ids: list[int], mask: list[int]) -> tuple[list[int], list[int]]:
+    """The tokens up to the last one carrying loss: the published template goes on after the response's EOS
+    (``\\n\\n### Response\\n``), which the reference never trained on and which no label reads."""
+    last = max((index for index, labelled in enumerate(mask) if labelled), default=len(ids) - 1)
+    return ids[: last + 1], mask[: last + 1]
+
+
 class ChatTokenizer:
     """Batched ``datasets.map`` function: ``messages`` -> ``input_ids``, ``label_mask``, lengths, status.
 
@@ -76,7 +83,8 @@ class ChatTokenizer:
         )
         out: dict[str, list[Any]] = {"input_ids": [], "label_mask": [], "length": [], "num_labels": [], "status": []}
         for ids, mask in zip(encoded["input_ids"], encoded["assistant_masks"]):
-            ids, mask, status = self._fit(list(ids), list(mask))
+            ids, mask = ends_at_last_label(list(ids), list(mask))
+            ids, mask, status = self._fit(ids, mask)
             if ids:
                 mask[0] = 0  # the first token of an example has no context to be predicted from
             out["input_ids"].append(ids)
