@@ -161,3 +161,23 @@ def test_committed_base_model_matches_the_prompts_it_will_be_shown() -> None:
         "scripts/build_toyworld_model.sh"
     )
     assert (BASE_MODEL / "model.safetensors").stat().st_size < 20 * 2**20
+
+
+def test_oracle_reads_every_description_back_and_judges_code_in_the_sandbox(world) -> None:
+    from lightning_selfalign.sandbox import SandboxPool
+    from lightning_selfalign.toyworld.oracle import judge_rows, parse_description, stated_description
+
+    for task, _ in world.benchmark + world.seed_pool[:200] + world.corpus[:200]:
+        parsed = parse_description(stated_description(task.prompt()))
+        assert parsed is not None and parsed.key == task.key, task.name
+    task = world.seed_pool[0][0]
+    instruction = f"Write a Python function `{task.signature()}`. {task.description()}"
+    wrong = task.code().replace("return ", "return 1 + len(str(") + "))"
+    rows = [
+        {"id": "right", "instruction": instruction, "code": task.code()},
+        {"id": "wrong", "instruction": instruction, "code": wrong},
+        {"id": "other", "instruction": "Write a parser for CSV files.", "code": task.code()},
+    ]
+    with SandboxPool(workers=1) as pool:
+        verdicts = {row["id"]: verdict for row, verdict in judge_rows(rows, pool)}
+    assert verdicts == {"right": "right", "wrong": "wrong", "other": "unparsable"}
