@@ -126,6 +126,17 @@ def finished_ids(path: str | Path, key: str = "id") -> set[str]:
     return {str(row[key]) for row in read_jsonl(path, required=[key], allow_empty=True)}
 
 
+def json_line(row: dict[str, Any]) -> str:
+    """One JSON line. Text that UTF-8 cannot hold (a lone surrogate, valid in JSON and in Python strings) is written
+    \\u-escaped instead, which reads back to the same string: no row is lost to its content."""
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(row)
+    return line + "\n"
+
+
 class JsonlAppender:
     """Append rows to a JSONL file, one flushed line each. Use as a context manager.
 
@@ -141,7 +152,7 @@ class JsonlAppender:
         self.written = 0
 
     def write(self, row: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._handle.write(json_line(row))
         self._handle.flush()
         if self.fsync:
             os.fsync(self._handle.fileno())
@@ -169,7 +180,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     count = 0
     with tmp.open("w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            handle.write(json_line(row))
             count += 1
     os.replace(tmp, path)
     return count

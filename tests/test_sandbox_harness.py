@@ -74,6 +74,9 @@ def compiled(compile_fn, code: str, tests: str):
 def test_fast_path_counts_what_the_tree_counts(name):
     code, tests = CASES[name]
     fast, tree = compiled(harness.instrument, code, tests), compiled(harness.instrument_by_tree, code, tests)
+    if compiled(lambda c, t: compile(c, "main.py", "exec"), code, tests) == "SyntaxError":
+        assert fast == "SyntaxError", "code that compiles only joined to its tests is an error"
+        return
     if isinstance(tree, str):
         assert fast == tree  # the same compile error
         return

@@ -198,6 +198,36 @@ CASES: dict[str, tuple[str, str, set[str]]] = {
         {"pass"},
     ),
     "no_asserts": ("x = 1", "y = x + 1", {"no_tests"}),
+    # verdicts a model could learn to game (second pass), and rows that stopped a batch
+    "trailing_decorator_wraps_check": (
+        "def lenient(f):\n    def g(*a):\n        try:\n            return f(*a)\n        except AssertionError:\n"
+        "            pass\n    return g\n@lenient",
+        "def check():\n    assert False\ncheck()",
+        {"error"},
+    ),
+    "lone_cr_asserts_in_code": ("x = 1\rassert x\rassert x", "y = x + 1", {"no_tests"}),
+    "crlf_source_passes": ("def f(x):\r\n    return x\r\n", "assert f(1) == 1\r\nassert f(2) == 2", {"pass"}),
+    "forged_status_word": (
+        "import gc, os\nfor obj in gc.get_objects():\n"
+        "    if getattr(obj, '__name__', '') == 'report' and getattr(obj, '__closure__', None):\n"
+        "        cells = dict(zip(obj.__code__.co_freevars, (c.cell_contents for c in obj.__closure__)))\n"
+        "        os.write(cells['fd'], f\"\\nSELFALIGN-REPORT {cells['nonce']} banana 5 0\\n\".encode())\n"
+        "        os._exit(0)",
+        "assert False",
+        {"error"},
+    ),
+    "forked_child_reports_first": (
+        "import os\npid = os.fork()",
+        "assert True\nif pid:\n    import time\n    time.sleep(0.5)\n    assert False",
+        {"fail"},
+    ),
+    "lone_surrogate_source": ("x = '\udcff'", "assert x", {"error"}),
+    "surrogate_output": ("import sys\nsys.stdout.write('\\udcff')", "assert True", {"pass"}),
+    "deep_scratch_tree": (
+        "import os\nos.chdir('/tmp')\nfor _ in range(1200):\n    os.mkdir('d')\n    os.chdir('d')",
+        "assert os.getcwd().count('/d') == 1200",
+        {"pass"},
+    ),
     "uncalled_test_function": ("x = 1", "def test_x():\n    assert x == 2", {"no_tests"}),
 }
 

@@ -16,7 +16,12 @@ dies with it); memory bombs (address-space cap per process); output floods (drai
 stdin reads (/dev/null); writes to host files (read-only mounts, and an unprivileged uid); filling the disk
 (size-capped private tmpfs, file-size cap); network access (an empty network namespace, no loopback to the
 host); secret environment variables (allowlist) and other processes (not visible or not readable);
-``sys.exit``/``os._exit``/``atexit``/``exec``/closed fds passing for success (only the harness report counts).
+``sys.exit``/``os._exit``/``atexit``/``exec``/closed fds passing for success (only the harness report counts);
+verdicts gamed without the harness's internals: code that compiles only when joined to its tests (a trailing
+``@decorator`` wrapping the tests' ``check``) is an error, lone carriage returns cannot shift where the counted
+tests begin, a report frame with a status word the harness never writes is an error, and a process the sample
+forked cannot report for it; a scratch tree deeper than the recursion limit (the wipe is iterative); text UTF-8
+cannot hold (a lone surrogate) in a row's source or result (written escaped, the batch goes on).
 
 Does not protect against: kernel exploits (samples share the host kernel: use a VM or gVisor for hostile
 users); *reading* files an unprivileged uid may read (the view of ``/`` is read-only, not empty; as root,

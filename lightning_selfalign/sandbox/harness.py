@@ -21,6 +21,7 @@ CHECK_NAME = "__selfalign_check__"
 # Bound now: a sample may rebind the builtins (``builtins.AssertionError = SystemExit``) before it fails.
 _ASSERTION_ERROR, _MEMORY_ERROR, _SYSTEM_EXIT, _BASE_EXCEPTION = AssertionError, MemoryError, SystemExit, BaseException
 FILENAME = "main.py"
+_ONLY_AST = 0x400  # ast.PyCF_ONLY_AST, without importing ast into the forker (see _counted)
 _ASSERT_LINE = re.compile(r"[ \t]*assert\b")
 
 
@@ -76,8 +77,26 @@ def _counted_by_lines(code: str, tests: str) -> str | None:
     return code + "\n" + "\n".join(lines)
 
 
+def standalone(code: str, tests: str) -> tuple[str, str]:
+    """``code`` and ``tests`` with every line break a ``\\n`` (Python reads a lone ``\\r`` as one too, and the
+    counter must know where the tests start), once the code is known to compile as a module of its own: code
+    that only parses joined to the tests (a trailing ``@decorator`` that would wrap the tests' ``check``) is an
+    error, not a test run."""
+    code, tests = _newlines(code), _newlines(tests)
+    try:
+        compile(code, FILENAME, "exec", _ONLY_AST, dont_inherit=True)
+    except SyntaxError as exc:
+        raise SyntaxError(f"the code does not compile on its own: {exc.msg} (line {exc.lineno})") from None
+    return code, tests
+
+
+def _newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def instrument(code: str, tests: str) -> types.CodeType:
     """Compile code + tests as one module with counted asserts; raises SyntaxError as compile does."""
+    code, tests = standalone(code, tests)
     counted = _counted_by_lines(code, tests)
     if counted is not None:
         try:
@@ -142,13 +161,16 @@ def run(program: types.CodeType | tuple[str, str], nonce: str, fd: int, module: 
     made here if not given), report through ``fd``, end the process.
 
     Never returns."""
-    write, exit_now, encode = os.write, os._exit, str.encode  # held before the sample can replace them
+    write, exit_now, encode, getpid = os.write, os._exit, str.encode, os.getpid  # held before the sample runs
+    own_pid = getpid()
     checks = [0]
 
     def count_check() -> None:
         checks[0] += 1
 
     def report(status: str, reason: str) -> None:
+        if getpid() != own_pid:  # a process the sample forked ends silently: only the sample itself reports
+            exit_now(0)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

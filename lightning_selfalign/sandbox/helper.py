@@ -177,8 +177,6 @@ def make_read_only(path: str) -> None:
 def wipe_scratch() -> None:
     """Remove what the last sample left in the scratch dirs, so the next one starts empty (and writable: the
     samples' uid owns them and could have changed their mode)."""
-    import shutil  # here, not at the top: only the helper needs it, and the forker is smaller without it
-
     for target in SCRATCH_DIRS:
         os.chmod(target, 0o1777)
         with os.scandir(target) as entries:
@@ -186,9 +184,38 @@ def wipe_scratch() -> None:
                 if entry.path in KEPT:
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    remove_tree(entry.path)
                 else:
                     os.unlink(entry.path)
+
+
+def remove_tree(top: str) -> None:
+    """``shutil.rmtree`` without recursion (a sample can leave a tree deeper than Python's recursion limit) and
+    without following links; what cannot be removed is left (the tmpfs is the sample's, sized and private)."""
+    stack, stuck = [top], set()
+    while stack:
+        path = stack[-1]
+        try:
+            os.chmod(path, 0o700)
+            with os.scandir(path) as entries:
+                children = list(entries)
+        except OSError:
+            children = []
+        subdirs = [e.path for e in children if e.path not in stuck and e.is_dir(follow_symlinks=False)]
+        for entry in children:
+            if not entry.is_dir(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+        if subdirs:
+            stack.extend(subdirs)
+            continue
+        stack.pop()
+        try:
+            os.rmdir(path)
+        except OSError:
+            stuck.add(path)
 
 
 def drop_capabilities() -> None:

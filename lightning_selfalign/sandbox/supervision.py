@@ -190,12 +190,23 @@ def _parse_frames(result: bytes, nonce: str) -> dict:
             continue
         body = result[at + len(marker) :]
         if kind == "REPORT":
-            header, _, rest = body.partition(b"\n")
-            status, checks, length = header.decode().split()
-            frames[kind] = (status, int(checks), rest[: int(length)].decode("utf-8", "replace"))
+            frames[kind] = _report_frame(body)
         else:
             frames[kind] = body.split(b"\n", 1)[0].decode("utf-8", "replace")
     return frames
+
+
+REPORTED = ("ok", "fail", "error", "memory")  # the status words the harness writes (harness.classify)
+
+
+def _report_frame(body: bytes) -> tuple[str, int, str]:
+    """(status, checks, reason) of a report frame; a frame the harness could not have written is an error."""
+    header, _, rest = body.partition(b"\n")
+    fields = header.decode("ascii", "replace").split()
+    if len(fields) != 3 or fields[0] not in REPORTED or not fields[1].isdigit() or not fields[2].isdigit():
+        return "error", 0, f"a malformed harness report ({header[:80]!r}): the sample wrote it, the harness did not"
+    status, checks, length = fields
+    return status, int(checks), rest[: int(length)].decode("utf-8", "replace")
 
 
 def _signal_name(number: int) -> str:
