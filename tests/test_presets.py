@@ -77,3 +77,19 @@ def test_unknown_preset_is_named() -> None:
     ]
     with pytest.raises(ValueError, match="unknown preset 'x'"):
         StageSettings.for_stage("responses", "x")
+
+
+def test_self_align_preset_sets_generation_and_curation_and_bad_options_fail_first(tmp_path) -> None:
+    from lightning_selfalign.errors import UserError
+    from lightning_selfalign.rounds.command import self_align_command
+
+    with pytest.raises(UserError) as info:  # checked before anything runs: no workdir is written
+        self_align_command(model="m", train_config="configs/tiny-cpu.yaml", workdir=str(tmp_path / "run"),
+                           preset="selfcodealign", generation=GenerationOptions(preset="x", top_p=2.0),
+                           curation=CurationConfig(preset="y"))  # fmt: skip
+    assert "--generation.top_p must be in (0, 1]" in str(info.value) and not (tmp_path / "run").exists()
+    assert "preset" not in str(info.value), "--preset replaced both parts' presets"
+    from lightning_selfalign.rounds.settings import RoundSettings
+
+    settings = RoundSettings(model="m", train_config="configs/tiny-cpu.yaml")
+    assert (settings.generation.preset, settings.curation.preset) == ("starcoder2-instruct", "starcoder2-instruct")

@@ -9,7 +9,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning_selfalign.curation import CurationConfig
 from lightning_selfalign.errors import UserError
@@ -43,6 +43,7 @@ def self_align_command(
     generation: GenerationOptions | None = None,
     execution: ExecutionOptions | None = None,
     curation: CurationConfig | None = None,
+    preset: Literal["starcoder2-instruct", "selfcodealign"] | None = None,
     execution_filter: bool = True,
     evaluate: bool = True,
     benchmark_file: str | None = None,
@@ -74,6 +75,8 @@ def self_align_command(
             --generation.served_model (the server's weights generate every round: serve each round's model/ there).
         execution: sandbox limits: --execution.timeout, --execution.memory, --execution.workers, --execution.isolation.
         curation: curation options (selfalign curate's flags), e.g. --curation.select most_tests.
+        preset: the published pipeline for both generation and curation (sets --generation.preset and
+            --curation.preset): starcoder2-instruct (their default) or selfcodealign. See docs/fidelity.md.
         execution_filter: train only on responses that passed their own tests in the sandbox; false is the
             SelfCodeAlign ablation (every parsed response is kept; execution still runs, so verdicts are reported).
         evaluate: evaluate the base model (completion mode) and each round's model (pass@1, greedy).
@@ -97,6 +100,8 @@ def self_align_command(
         eval_max_new_tokens=eval_max_new_tokens, eval_chat=eval_chat, eval_base_chat=eval_base_chat,
         rollback=rollback, progress=progress,
     )  # fmt: skip
+    if preset is not None:
+        settings.generation.preset = settings.curation.preset = preset
     problems = settings.problems()
     if problems:
         raise UserError("; ".join(problems))

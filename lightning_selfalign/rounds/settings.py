@@ -109,7 +109,21 @@ class RoundSettings:
             found.append(f"--benchmark_file {self.benchmark_file}: no such file (HumanEval-format JSONL)")
         if self.eval_limit is not None and self.eval_limit < 1:
             found.append(f"--eval_limit must be >= 1, got {self.eval_limit}")
-        return found + [f"--curation: {problem}" for problem in self.curation.problems()]
+        return found + self.generation_problems() + [f"--curation: {p}" for p in self.curation.problems()]
+
+    def generation_problems(self) -> list[str]:
+        """The generation options checked as each stage will use them."""
+        from lightning_selfalign.stages import StageSettings
+
+        g = self.generation
+        if g.preset not in ("starcoder2-instruct", "selfcodealign"):
+            return [f"--generation.preset must be starcoder2-instruct or selfcodealign, got {g.preset!r}"]
+        settings = StageSettings.for_stage(
+            "responses", g.preset, prompt_format=g.prompt_format, n=g.n, temperature=g.temperature, top_p=g.top_p,
+            num_fewshot=g.num_fewshot, categories=tuple(g.categories) if g.categories else None,
+            difficulties=tuple(g.difficulties) if g.difficulties else None,
+        )  # fmt: skip
+        return [problem.replace("--", "--generation.", 1) for problem in settings.problems()]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RoundSettings:
