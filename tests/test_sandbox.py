@@ -229,15 +229,21 @@ def test_a_sample_cannot_leave_state_for_the_next_in_stdin_or_scratch():
 def test_each_sample_gets_a_pristine_main_module():
     """The forker makes ``__main__`` once; every sample must still start from an untouched one of its own."""
     with SandboxPool(workers=1) as single:
-        first = single.run("import sys\nLEAK = 1", "assert sys.modules['__main__'].LEAK == 1", Limits())
+        first = single.run("import sys\nLEAK = 1", "assert sys.modules['main'].LEAK == 1", Limits())
         second = single.run(
             "import os, sys",
             "assert sys.modules['__main__'].__dict__ is globals() and __name__ == '__main__'\n"
             "assert __file__ == os.path.join(os.getcwd(), 'main.py') and sys.argv == ['main.py']\n"
             "assert 'LEAK' not in globals()",
+            Limits(run_as_main=True),
+        )
+        third = single.run(
+            "import sys\nclass Point:\n    pass",
+            "assert __name__ == 'main' and sys.modules['main'].__dict__ is globals() and 'LEAK' not in globals()\n"
+            "assert Point.__module__ == 'main'",
             Limits(),
         )
-        assert (first.verdict, second.verdict) == ("pass", "pass"), (first, second)
+        assert (first.verdict, second.verdict, third.verdict) == ("pass", "pass", "pass"), (first, second, third)
 
 
 def test_modules_loaded_on_demand_stay_per_sample():

@@ -187,9 +187,19 @@ CASES: dict[str, tuple[str, str, set[str]]] = {
         "p = pickle.loads(pickle.dumps(Point(3, -4)))\nassert p.norm1() == 7",
         {"pass"},
     ),
-    "main_block": (
+    "main_block_does_not_run": (
         "def main():\n    return 42\n\nif __name__ == '__main__':\n    RESULT = main()",
-        "assert RESULT == 42",
+        "assert main() == 42 and 'RESULT' not in globals() and __name__ == 'main'",
+        {"pass"},
+    ),
+    "main_block_sys_exit_main": (
+        "import sys\ndef main():\n    print('done')\n    return 0\nif __name__ == '__main__':\n    sys.exit(main())",
+        "assert main() == 0",
+        {"pass"},
+    ),
+    "main_block_reads_input": (
+        "def main():\n    name = input()\n    print('hi', name)\nif __name__ == '__main__':\n    main()",
+        "assert callable(main)",
         {"pass"},
     ),
     "future_import_first": (

@@ -113,6 +113,7 @@ def evaluate_command(
     workers: int = 2,
     isolation: str = "auto",
     allow_unsafe: bool = False,
+    run_as_main: bool = False,
     prompts_only: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -165,6 +166,7 @@ def evaluate_command(
         workers: sandbox helpers running in parallel.
         isolation: auto (strongest available), bwrap, namespaces, or rlimits (unsafe; needs --allow_unsafe).
         allow_unsafe: permit running generated code with rlimits only.
+        run_as_main: run each program as ``__main__`` (default ``main``, as HumanEval's harness runs it).
         prompts_only: write each task's exact prompt to this JSONL file (task_id, prompt or messages, stop) and
             stop, generating nothing: for checking prompts against another harness. Needs --model only for its
             tokenizer, in --chat mode.
@@ -198,10 +200,10 @@ def evaluate_command(
         rows, generation = _engine_samples(
             tasks, model, tokenizer, engine, options, settings, paths["samples"], batch_size, progress
         )
+    limits = Limits(timeout_s=timeout, memory_mb=memory, run_as_main=run_as_main)
     executed, execution = execute_samples(
-        tasks, rows, paths["executions"], Limits(timeout_s=timeout, memory_mb=memory), workers, isolation,
-        allow_unsafe, progress,
-    )  # fmt: skip
+        tasks, rows, paths["executions"], limits, workers, isolation, allow_unsafe, progress
+    )
     results, totals = score(tasks, executed, ks)
     write_jsonl(paths["results"], results)
     report = {

@@ -133,7 +133,7 @@ def execute_round(paths: RoundPaths, settings: RoundSettings) -> int:
     from lightning_selfalign.sandbox.types import Limits
 
     e = settings.execution
-    limits = Limits(timeout_s=e.timeout, memory_mb=e.memory)
+    limits = Limits(timeout_s=e.timeout, memory_mb=e.memory, run_as_main=e.run_as_main)
     execute_rows(rows_of(paths.responses), paths.executed, limits, e.workers, e.isolation, e.allow_unsafe,
                  progress=settings.progress)  # fmt: skip
     return len(rows_of(paths.executed))

@@ -39,7 +39,7 @@ def evaluate_model(model_dir: str, output: Path, settings: RoundSettings, chat: 
         max_new_tokens=settings.eval_max_new_tokens, limit=settings.eval_limit, concurrency=g.concurrency,
         dtype=g.dtype, tensor_parallel_size=g.tensor_parallel_size, vllm_kwargs=g.vllm_kwargs, timeout=e.timeout,
         memory=e.memory, workers=e.workers, isolation=e.isolation, allow_unsafe=e.allow_unsafe,
-        progress=settings.progress,
+        run_as_main=e.run_as_main, progress=settings.progress,
     )  # fmt: skip
 
 

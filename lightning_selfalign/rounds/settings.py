@@ -62,6 +62,7 @@ class ExecutionOptions:
 
     timeout: float = 4.0  # seconds per sample, as StarCoder2-Instruct's execution filter
     memory: int = 1024
+    run_as_main: bool = False  # run samples as __main__ (their `if __name__ == "__main__":` blocks run first)
     workers: int = 2
     isolation: str = "auto"
     allow_unsafe: bool = False

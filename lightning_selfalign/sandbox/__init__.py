@@ -21,7 +21,9 @@ verdicts gamed without the harness's internals: code that compiles only when joi
 ``@decorator`` wrapping the tests' ``check``) is an error, lone carriage returns cannot shift where the counted
 tests begin, a report frame with a status word the harness never writes is an error, and a process the sample
 forked cannot report for it; a scratch tree deeper than the recursion limit (the wipe is iterative); text UTF-8
-cannot hold (a lone surrogate) in a row's source or result (written escaped, the batch goes on).
+cannot hold (a lone surrogate) in a row's source or result (written escaped, the batch goes on). Samples run as the
+module ``main``, as HumanEval's harness runs them, so a correct program's ``if __name__ == "__main__":`` block
+(``sys.exit(main())``, ``input()``) does not run before the tests (``Limits(run_as_main=True)`` to run it).
 
 Does not protect against: kernel exploits (samples share the host kernel: use a VM or gVisor for hostile
 users); *reading* files an unprivileged uid may read (the view of ``/`` is read-only, not empty; as root,
@@ -60,5 +62,6 @@ def _shared_pool(isolation: str, allow_unsafe: bool) -> SandboxPool:
 def execute(
     code: str, tests: str, limits: Limits | None = None, isolation: str = "auto", allow_unsafe: bool = False
 ) -> ExecutionResult:
-    """Run ``code`` + ``tests`` as one ``__main__`` module in the sandbox; one warm helper is kept per process."""
+    """Run ``code`` + ``tests`` as one module in the sandbox (``main``; ``__main__`` with ``run_as_main``); one warm
+    helper is kept per process."""
     return _shared_pool(isolation, allow_unsafe).run(code, tests, limits or Limits())

@@ -127,6 +127,7 @@ def execute_command(
     executor: str = "local",
     ray_address: str | None = None,
     retry_timeouts: bool = True,
+    run_as_main: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run each row's code + tests in the sandbox and write the rows with their verdicts.
@@ -142,13 +143,16 @@ def execute_command(
         executor: local, or ray (batches go to sandbox executors on every node of a running Ray cluster).
         ray_address: Ray cluster address for ``--executor ray`` (default: ``auto``, the running cluster).
         retry_timeouts: retry a timed-out sample once, alone, at the end.
+        run_as_main: run each sample as ``__main__``, so its ``if __name__ == "__main__":`` block runs before the
+            tests; by default it runs as ``main``, as HumanEval's harness runs it (a block that calls
+            ``sys.exit(main())`` or reads ``input()`` would otherwise fail a correct program).
         progress: show a progress bar.
     """
     if timeout <= 0 or memory <= 0:
         raise UserError(f"--timeout and --memory must be positive (got {timeout}, {memory})")
     if executor not in ("local", "ray"):
         raise UserError(f"--executor must be local or ray, got {executor!r}")
-    limits = Limits(timeout_s=timeout, memory_mb=memory)
+    limits = Limits(timeout_s=timeout, memory_mb=memory, run_as_main=run_as_main)
     refuse_output_among_inputs(input, output)
     rows = read_jsonl(input, required=REQUIRED_EXECUTE, types={"id": (str, int), "code": str, "tests": str})
     if executor == "ray":

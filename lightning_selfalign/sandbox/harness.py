@@ -1,4 +1,4 @@
-"""What runs inside the sample process: ``code`` + ``tests`` as one ``__main__`` module, then a report.
+"""What runs inside the sample process: ``code`` + ``tests`` as one module (``main``, or ``__main__``), then a report.
 
 Standard library only: the helper loads this file by path, inside the sandbox. The report goes to a pipe
 fd as one frame carrying a per-sample nonce the helper chose; the helper ignores anything without it, so
@@ -154,6 +154,13 @@ def prepare_main(directory: str) -> types.ModuleType:
     sys.modules["__main__"] = module
     sys.argv = [FILENAME]
     return module
+
+
+def name_module(module: types.ModuleType, as_main: bool) -> None:
+    """Run the sample as ``__main__`` or as ``main`` (registered under that name, so its classes pickle)."""
+    if not as_main:
+        module.__name__ = "main"
+        sys.modules["main"] = module
 
 
 def run(program: types.CodeType | tuple[str, str], nonce: str, fd: int, module: types.ModuleType | None = None) -> None:

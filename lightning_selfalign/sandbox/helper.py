@@ -262,7 +262,9 @@ def run_sample_process(job: dict, config: dict, output_w: int, result_w: int) ->
         os.write(result_w, f"\nSELFALIGN-SETUP {job['nonce']} {type(exc).__name__}: {exc}\n".encode())
         os._exit(124)
     program = marshal.loads(job["program"]) if job["program"] else (job["code"], job["tests"])
-    harness.run(program, job["nonce"], RESULT_FD, config.get("main"))
+    module = config.get("main") or harness.prepare_main(os.getcwd())
+    harness.name_module(module, job["limits"].get("run_as_main", False))
+    harness.run(program, job["nonce"], RESULT_FD, module)
 
 
 def fork_sample(job: dict, config: dict, output_w: int, result_w: int) -> int:
