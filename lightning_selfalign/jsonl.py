@@ -36,8 +36,16 @@ def expand_paths(patterns: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def refuse_directory_output(output: str | Path, flag: str = "--output") -> None:
+    """An output file named by a folder would fail deep inside a writer: say so first."""
+    if Path(output).is_dir():
+        raise UserError(f"{flag} {output} is a folder; name the file to write, e.g. {Path(output) / 'out.jsonl'}")
+
+
 def refuse_output_among_inputs(inputs: str | Path | Sequence[str | Path], output: str | Path) -> None:
-    """A stage that appends to (or rewrites) one of its own inputs would skip or lose everything: refuse."""
+    """A stage that appends to (or rewrites) one of its own inputs would skip or lose everything: refuse (and an
+    output that is a folder)."""
+    refuse_directory_output(output)
     if Path(output).resolve() in {path.resolve() for path in expand_paths(inputs)}:
         raise UserError(f"--output {output} is also an --input file; write to a new file")
 

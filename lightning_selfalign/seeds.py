@@ -38,7 +38,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.jsonl import fingerprint, stable_id, write_jsonl, write_stats
+from lightning_selfalign.jsonl import fingerprint, refuse_directory_output, stable_id, write_jsonl, write_stats
 
 DEFAULT_BANNED_IMPORTS = (
     "os", "sys", "subprocess", "shutil", "socket", "signal", "ctypes", "multiprocessing", "threading",
@@ -408,6 +408,9 @@ def mine_seeds_command(
         workers: processes parsing files (default: the CPU count, at most 8).
     """
     _check_options(min_lines, max_lines, max_chars, near_duplicate_threshold, workers)
+    if max_seeds is not None and max_seeds < 1:
+        raise UserError(f"--max_seeds must be at least 1 (leave it out to keep every seed), got {max_seeds}")
+    refuse_directory_output(output)
     filters = SeedFilters(
         min_lines=min_lines,
         max_lines=max_lines,
@@ -424,7 +427,7 @@ def mine_seeds_command(
     rows, stats = mine_seeds(sources, filters, workers)
     if max_seeds is not None:
         stats["truncated_to"] = max_seeds
-        rows = rows[: max(max_seeds, 0)]
+        rows = rows[:max_seeds]
     stats["output"] = str(output)
     write_jsonl(output, rows)
     write_stats(output, stats)

@@ -60,3 +60,25 @@ def test_curate_progress_false_is_silent(tmp_path):
     result = selfalign("curate", "--input", str(data), "--output", str(tmp_path / "sft.jsonl"), "--progress", "false")
     assert result.returncode == 0, result.stderr
     assert "%|" not in result.stderr, result.stderr
+
+
+def test_outputs_named_by_a_folder_and_impossible_counts_are_one_line_errors(tmp_path):
+    from lightning_selfalign.errors import UserError
+    from lightning_selfalign.evaluation.command import evaluate_command
+    from lightning_selfalign.sandbox.batch import execute_command
+    from lightning_selfalign.seeds import mine_seeds_command
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"id": "a", "code": "x = 1", "tests": "assert x"}\n')
+    cases = [
+        (lambda: mine_seeds_command(source=str(rows), output=str(tmp_path)), "--output .* is a folder"),
+        (lambda: mine_seeds_command(source=str(rows), max_seeds=-1), "--max_seeds must be at least 1"),
+        (lambda: execute_command(input=str(rows), output=str(tmp_path)), "--output .* is a folder"),
+        (lambda: evaluate_command(output=str(tmp_path), samples=str(rows)), "--output .* is a folder"),
+        (lambda: evaluate_command(output=str(tmp_path / "r.json"), model="m", ks=[10]),
+         "--ks 10 needs at least 10 samples per task, and --n is 1"),
+    ]  # fmt: skip
+    for call, message in cases:
+        with pytest.raises(UserError, match=message):
+            call()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["rows.jsonl"], "nothing half-written"

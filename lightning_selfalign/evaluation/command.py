@@ -21,7 +21,7 @@ from lightning_selfalign.evaluation.samples import (
 )
 from lightning_selfalign.evaluation.scoring import DEFAULT_KS, execute_samples, score
 from lightning_selfalign.evaluation.tasks import load_tasks
-from lightning_selfalign.jsonl import read_jsonl, write_jsonl, write_stats
+from lightning_selfalign.jsonl import read_jsonl, refuse_directory_output, write_jsonl, write_stats
 
 
 def output_paths(output: str | Path) -> dict[str, Path]:
@@ -175,6 +175,9 @@ def evaluate_command(
     from lightning_selfalign.engines import EngineOptions
     from lightning_selfalign.sandbox.types import Limits
 
+    for flag, path in (("--output", output), ("--prompts_only", prompts_only)):
+        if path is not None:
+            refuse_directory_output(path, flag)
     settings = GenerationSettings(n, temperature, top_p, max_new_tokens, chat, response_prefix, seed)
     ks = list(ks) if ks else list(DEFAULT_KS)
     _check_options(model, samples, settings, ks, limit, timeout, memory, workers, prompts_only)
@@ -231,6 +234,9 @@ def _check_options(model, samples, settings, ks, limit, timeout, memory, workers
         problems.extend(settings.problems())
     if any(k < 1 for k in ks):
         problems.append(f"--ks must be positive, got {ks}")
+    elif model is not None and prompts_only is None and ks != list(DEFAULT_KS) and max(ks) > settings.n:
+        problems.append(f"--ks {max(ks)} needs at least {max(ks)} samples per task, and --n is {settings.n}: add "
+                        f"--n {max(ks)} --temperature 0.2, or ask for --ks [1]")  # fmt: skip
     if limit is not None and limit < 1:
         problems.append(f"--limit must be >= 1, got {limit}")
     if timeout <= 0 or memory <= 0 or workers < 1:
