@@ -226,6 +226,25 @@ def test_a_sample_cannot_leave_state_for_the_next_in_stdin_or_scratch():
         assert [r.verdict for r in (lock, free, shut, write)] == ["pass"] * 4, (lock, free, shut, write)
 
 
+def test_sysv_memory_and_message_queues_do_not_outlive_their_sample():
+    """Each sample gets its own IPC namespace: what one leaves (SysV shared memory, a POSIX message queue) is gone
+    for the next on the same helper."""
+    make = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "shm = libc.shmget(424242, 1 << 20, 0o1000 | 0o666)\nmq = libc.mq_open(b'/left', 0o100 | 0o2, 0o666, None)"
+    )
+    probe = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "shm = libc.shmget(424242, 0, 0)\nmq = libc.mq_open(b'/left', 0o2, 0, None)"
+    )
+    with SandboxPool(workers=1) as single:
+        if single.mode == "rlimits":
+            pytest.skip("no namespaces in rlimits mode")
+        left = single.run(make, "assert shm >= 0 and mq >= 0", Limits())
+        found = single.run(probe, "assert shm == -1 and mq == -1", Limits())
+    assert (left.verdict, found.verdict) == ("pass", "pass"), (left, found)
+
+
 def test_each_sample_gets_a_pristine_main_module():
     """The forker makes ``__main__`` once; every sample must still start from an untouched one of its own."""
     with SandboxPool(workers=1) as single:

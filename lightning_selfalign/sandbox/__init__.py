@@ -24,6 +24,8 @@ forked cannot report for it; a scratch tree deeper than the recursion limit (the
 cannot hold (a lone surrogate) in a row's source or result (written escaped, the batch goes on). Samples run as the
 module ``main``, as HumanEval's harness runs them, so a correct program's ``if __name__ == "__main__":`` block
 (``sys.exit(main())``, ``input()``) does not run before the tests (``Limits(run_as_main=True)`` to run it).
+Each sample has its own IPC namespace: SysV shared memory, semaphores and POSIX message queues a sample leaves die
+with it (keyrings are not namespaced and still are not covered).
 
 Does not protect against: kernel exploits (samples share the host kernel: use a VM or gVisor for hostile
 users); *reading* files an unprivileged uid may read (the view of ``/`` is read-only, not empty; as root,

@@ -268,9 +268,10 @@ def run_sample_process(job: dict, config: dict, output_w: int, result_w: int) ->
 
 
 def fork_sample(job: dict, config: dict, output_w: int, result_w: int) -> int:
-    """Fork the sample process; with namespaces it is PID 1 of a fresh PID namespace."""
-    if config["namespaces"] and _unshare(CLONE_NEWPID):
-        _check(libc.unshare(CLONE_NEWPID), "unshare PID namespace")
+    """Fork the sample process; with namespaces it is PID 1 of a fresh PID namespace, in a fresh IPC namespace (the
+    forker moves into it, so the SysV memory, semaphores and POSIX message queues a sample leaves die with it)."""
+    if config["namespaces"] and _unshare(CLONE_NEWPID | CLONE_NEWIPC):
+        _check(libc.unshare(CLONE_NEWPID | CLONE_NEWIPC), "unshare PID and IPC namespaces")
     pid = os.fork()
     if pid == 0:
         run_sample_process(job, config, output_w, result_w)
