@@ -134,15 +134,14 @@ def finished_ids(path: str | Path, key: str = "id") -> set[str]:
     return {str(row[key]) for row in read_jsonl(path, required=[key], allow_empty=True)}
 
 
-def json_line(row: dict[str, Any]) -> str:
-    """One JSON line. Text that UTF-8 cannot hold (a lone surrogate, valid in JSON and in Python strings) is written
-    \\u-escaped instead, which reads back to the same string: no row is lost to its content."""
-    line = json.dumps(row, ensure_ascii=False)
+def write_row(handle: Any, row: dict[str, Any]) -> None:
+    """One JSON line to a UTF-8 text ``handle``. Text that UTF-8 cannot hold (a lone surrogate, valid in JSON and in
+    Python strings) fails to encode before anything is written; the row is then written \\u-escaped, which reads
+    back to the same string: no row is lost to its content, and the usual row is encoded once."""
     try:
-        line.encode("utf-8")
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     except UnicodeEncodeError:
-        line = json.dumps(row)
-    return line + "\n"
+        handle.write(json.dumps(row) + "\n")
 
 
 class JsonlAppender:
@@ -160,7 +159,7 @@ class JsonlAppender:
         self.written = 0
 
     def write(self, row: dict[str, Any]) -> None:
-        self._handle.write(json_line(row))
+        write_row(self._handle, row)
         self._handle.flush()
         if self.fsync:
             os.fsync(self._handle.fileno())
@@ -188,7 +187,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     count = 0
     with tmp.open("w", encoding="utf-8") as handle:
         for row in rows:
-            handle.write(json_line(row))
+            write_row(handle, row)
             count += 1
     os.replace(tmp, path)
     return count

@@ -37,11 +37,15 @@ GENERATION = {
 }
 
 
-def generation_preset(name: str) -> GenerationPreset:
-    """The preset called ``name``, or a ValueError listing the choices."""
-    if name not in GENERATION:
+def check_preset(name: str) -> str:
+    """``name`` if it is a preset, else a ValueError listing the choices."""
+    if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return GENERATION[name]
+    return name
+
+
+def generation_preset(name: str) -> GenerationPreset:
+    return GENERATION[check_preset(name)]
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,4 @@ CURATION = {
 
 
 def curation_preset(name: str) -> CurationPreset:
-    """The preset called ``name``, or a ValueError listing the choices."""
-    if name not in CURATION:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return CURATION[name]
+    return CURATION[check_preset(name)]

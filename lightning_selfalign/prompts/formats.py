@@ -175,11 +175,17 @@ def _starcoder2_response(parts: Parts) -> str:
 
 def starcoder2_sections(response: str) -> dict[str, str] | None:
     """The four sections' bodies by name (``Reasoning`` ... ``Tests``), or None unless each occurs once, in order."""
+    found = _sections_and_tests_start(response)
+    return None if found is None else found[0]
+
+
+def _sections_and_tests_start(response: str) -> tuple[dict[str, str], int] | None:
     matches = list(_SECTION_LINE.finditer(response))
     if tuple(match.group(1) for match in matches) != _SECTIONS:
         return None
     ends = [match.start() for match in matches[1:]] + [len(response)]
-    return {match.group(1): response[match.end() : end].strip() for match, end in zip(matches, ends)}
+    bodies = {match.group(1): response[match.end() : end].strip() for match, end in zip(matches, ends)}
+    return bodies, matches[-1].start()
 
 
 def _parse_starcoder2_response(text: str) -> Parsed:
@@ -188,11 +194,11 @@ def _parse_starcoder2_response(text: str) -> Parsed:
     response = text.strip()
     if not response:
         return drop("empty_response")
-    sections = starcoder2_sections(response)
-    if sections is None:
+    found = _sections_and_tests_start(response)
+    if found is None:
         return drop("sections")
-    before_tests = response[: [match.start() for match in _SECTION_LINE.finditer(response)][-1]]
-    return checked_response(response, _python_blocks(before_tests), _python_blocks(sections["Tests"]))
+    sections, tests_start = found
+    return checked_response(response, _python_blocks(response[:tests_start]), _python_blocks(sections["Tests"]))
 
 
 def _selfcodealign_query(stage: str, item: Callable[[str], object]) -> str:

@@ -109,16 +109,9 @@ class RoundEngine:
 
 def generate(stage: str, input: Path, output: Path, engine: RoundEngine, round: int, settings: RoundSettings) -> int:
     """One generation stage over the previous stage's rows; returns the rows in ``output``."""
-    from lightning_selfalign.stages import StageSettings, run_stage
+    from lightning_selfalign.stages import run_stage
 
-    o = settings.generation
-    stage_settings = StageSettings.for_stage(
-        stage, o.preset, prompt_format=o.prompt_format, n=o.n if stage == "responses" else None,
-        temperature=o.temperature, top_p=o.top_p, max_new_tokens=getattr(o, f"max_new_tokens_{stage}"),
-        chat=o.chat, num_fewshot=o.num_fewshot, round=round, seed=o.seed + round, batch_size=o.batch_size,
-        progress=settings.progress, categories=tuple(o.categories) if o.categories else None,
-        difficulties=tuple(o.difficulties) if o.difficulties else None,
-    )  # fmt: skip
+    stage_settings = settings.generation.stage_settings(stage, round, settings.progress)
     rows = rows_of(input)
     stats = run_stage(stage, rows, output, engine.get(), stage_settings, source=str(input)) if rows else None
     if stats is None:  # nothing came through the stage before: an empty output says so

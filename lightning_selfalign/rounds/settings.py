@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from lightning_selfalign.curation import CurationConfig
 from lightning_selfalign.errors import UserError
+from lightning_selfalign.presets import PRESETS
 
 
 @dataclass
@@ -54,6 +55,19 @@ class GenerationOptions:
     gpu_memory_utilization: float = 0.9
     vllm_kwargs: dict[str, Any] | None = None
     seed: int = 0  # round r samples with seed + r, so rounds differ even from the same seeds
+
+    def stage_settings(self, stage: str, round: int = 0, progress: bool = True) -> Any:
+        """The ``StageSettings`` round ``round`` runs ``stage`` with (the preset filling what is left unset)."""
+        from lightning_selfalign.stages import StageSettings
+
+        return StageSettings.for_stage(
+            stage, self.preset, prompt_format=self.prompt_format, n=self.n if stage == "responses" else None,
+            temperature=self.temperature, top_p=self.top_p, max_new_tokens=getattr(self, f"max_new_tokens_{stage}"),
+            chat=self.chat, num_fewshot=self.num_fewshot, round=round, seed=self.seed + round,
+            batch_size=self.batch_size, progress=progress,
+            categories=tuple(self.categories) if self.categories else None,
+            difficulties=tuple(self.difficulties) if self.difficulties else None,
+        )  # fmt: skip
 
 
 @dataclass
@@ -114,17 +128,10 @@ class RoundSettings:
 
     def generation_problems(self) -> list[str]:
         """The generation options checked as each stage will use them."""
-        from lightning_selfalign.stages import StageSettings
-
-        g = self.generation
-        if g.preset not in ("starcoder2-instruct", "selfcodealign"):
-            return [f"--generation.preset must be starcoder2-instruct or selfcodealign, got {g.preset!r}"]
-        settings = StageSettings.for_stage(
-            "responses", g.preset, prompt_format=g.prompt_format, n=g.n, temperature=g.temperature, top_p=g.top_p,
-            num_fewshot=g.num_fewshot, categories=tuple(g.categories) if g.categories else None,
-            difficulties=tuple(g.difficulties) if g.difficulties else None,
-        )  # fmt: skip
-        return [problem.replace("--", "--generation.", 1) for problem in settings.problems()]
+        if self.generation.preset not in PRESETS:
+            return [f"--generation.preset must be one of {', '.join(PRESETS)}, got {self.generation.preset!r}"]
+        problems = self.generation.stage_settings("responses").problems()
+        return [problem.replace("--", "--generation.", 1) for problem in problems]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RoundSettings:
