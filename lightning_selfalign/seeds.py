@@ -1,74 +1,128 @@
 """Mining seed functions from a local Python corpus (default: the running interpreter's standard library).
 
-A seed is a function with a docstring, taken verbatim from real code nobody here wrote: top-level
-functions and (by default) methods of top-level classes, dedented. The filters follow the reference
-pipeline: a docstring, at least one argument (``self``/``cls`` do not count), a ``return`` with a value,
-length bounds, no TODO/FIXME marker, no use of a configurable list of modules (os, sys, subprocess, ...:
-seeds that touch the machine make tasks the sandbox cannot check), the text parses; optionally a pyright
-check. Then exact and near duplicates (MinHash) and anything overlapping HumanEval are removed.
+A seed is a function with a docstring, taken verbatim from real code nobody here wrote. By default every rule is
+the reference's (``seed_gathering/`` of bigcode-project/starcoder2-self-align, byte-identical in SelfCodeAlign, so
+both presets mine alike; docs/fidelity.md): top-level functions whose docstring is triple-double-quoted, at least
+one argument, a ``return`` with a value, at most 150 lines, none of the words ``todo``, ``fixme``, ``bug``
+(lower-cased substrings), the imports the function needs added (``autoimport``) and then no ``import X`` /
+``from X`` of argparse, os, subprocess, sys, setuptools, distutils, matplotlib or seaborn in its text, no pyright
+error, MinHash near-duplicates at Jaccard 0.5 removed, nothing overlapping HumanEval, and, when a model is given,
+a docstring the model judges enough to re-implement the function (:mod:`lightning_selfalign.seed_judge`).
 
-Why the defaults differ from the reference: with its rule "the *module* imports a banned module" and
-top-level functions only, the standard library yields ~185 seeds (nearly every stdlib module imports
-os or sys); judging what the *function* uses, and adding methods, yields ~2,100. Both choices are flags.
+Every rule is an option, so this project's earlier, wider mining stays one flag set away (``--methods true
+--banned_scope function --banned_imports`` of :data:`WIDE_BANNED_IMPORTS`): judging what a function *uses*
+and adding methods yields ~2,100 standard-library seeds instead of a few hundred.
 
-Files are parsed in a process pool; dedup and decontamination then run over the survivors in corpus
-order, so the output is deterministic.
+Files are parsed in a process pool; the corpus-wide steps then run over the survivors in corpus order, so the
+output is deterministic.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import json
 import os
-import re
-import shutil
-import subprocess
 import sys
 import sysconfig
-import tempfile
 import textwrap
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tqdm import tqdm
 
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.jsonl import fingerprint, refuse_directory_output, stable_id, write_jsonl, write_stats
 
-DEFAULT_BANNED_IMPORTS = (
+# The reference's lists (seed_gathering/filter_dataset.py), matched as lower-cased substrings of the function text.
+REFERENCE_BANNED_WORDS = ("todo", "fixme", "bug")
+REFERENCE_BANNED_IMPORTS = ("argparse", "os", "subprocess", "sys", "setuptools", "distutils", "matplotlib", "seaborn")
+# This project's wider list: modules whose use makes a task the sandbox cannot check (a named departure).
+WIDE_BANNED_IMPORTS = (
     "os", "sys", "subprocess", "shutil", "socket", "signal", "ctypes", "multiprocessing", "threading",
     "asyncio", "tempfile", "pathlib", "glob", "urllib", "http", "ftplib", "smtplib", "requests", "pickle",
     "shelve", "sqlite3", "webbrowser", "tkinter", "_thread", "select", "selectors", "mmap", "resource",
 )  # fmt: skip
+BANNED_SCOPES = ("text", "function", "module")
 DEFAULT_EXCLUDE_DIRS = ("site-packages", "dist-packages", "test", "tests", "idlelib", "__pycache__")
-_TODO = re.compile(r"\b(?:TODO|FIXME)\b")
 # Filters in the order they are applied; the summary lists drops in this order.
 FILTERS = (
     "unparseable_file", "no_docstring", "no_arguments", "no_return_value", "too_short", "too_long",
-    "todo_marker", "banned_import", "unparseable", "type_error", "exact_duplicate", "near_duplicate",
-    "benchmark_overlap",
+    "banned_word", "banned_import", "unparseable", "type_error", "exact_duplicate", "near_duplicate",
+    "benchmark_overlap", "docstring_judge",
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class SeedFilters:
-    """Settings of every filter; their fingerprint goes into each seed row."""
+    """Every filter's setting (the defaults are the reference's); their fingerprint goes into each seed row.
 
-    min_lines: int = 5
+    Attributes:
+        min_lines: shortest seed kept, in lines (the reference has no minimum).
+        max_lines: longest seed kept, in lines.
+        max_chars: longest seed kept, in characters (None: no bound, as the reference).
+        banned_words: lower-cased substrings that drop a seed (todo, fixme, bug).
+        banned_imports: modules a seed must not import or use; ``banned_scope`` says how that is judged.
+        banned_scope: "text": ``import X`` / ``from X`` appears in the lower-cased seed after its imports were
+            added (the reference); "function": the function imports the module or reads a module-level name bound
+            to it; "module": its file imports the module anywhere.
+        methods: also mine methods of top-level classes (dedented); the reference takes top-level functions only.
+        double_quoted_docstring: the docstring must be written with triple double quotes (the reference).
+        exclude_dirs: directory names skipped under a source directory.
+        infer_imports: prepend the imports a seed needs (autoimport, as the reference) before the import and type
+            checks; the seed keeps them.
+        type_check: drop seeds with a pyright error (basedpyright or pyright; skipped with a note when neither is
+            installed).
+        near_duplicate_threshold: MinHash Jaccard similarity at which a later seed counts as a near duplicate of
+            an earlier one (the reference: 0.5); 1 turns near-duplicate removal off.
+        decontaminate: drop seeds overlapping a HumanEval problem (n-gram overlap, docs/fidelity.md).
+    """
+
+    min_lines: int = 1
     max_lines: int = 150
-    max_chars: int = 6000
-    banned_imports: tuple[str, ...] = DEFAULT_BANNED_IMPORTS
-    methods: bool = True
-    banned_scope: str = "function"  # "function": the seed uses a banned module; "module": its file imports one
+    max_chars: int | None = None
+    banned_words: tuple[str, ...] = REFERENCE_BANNED_WORDS
+    banned_imports: tuple[str, ...] = REFERENCE_BANNED_IMPORTS
+    banned_scope: str = "text"
+    methods: bool = False
+    double_quoted_docstring: bool = True
     exclude_dirs: tuple[str, ...] = DEFAULT_EXCLUDE_DIRS
-    near_duplicate_threshold: float = 0.7
-    decontaminate: bool = True
+    infer_imports: bool = True
     type_check: bool = True
+    near_duplicate_threshold: float = 0.5
+    decontaminate: bool = True
+
+    def __post_init__(self) -> None:  # lists from a config or settings.json become the tuples the fingerprint hashes
+        for name in ("banned_words", "banned_imports", "exclude_dirs"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    def problems(self) -> list[str]:
+        """Every invalid setting, named by its flag."""
+        found = []
+        if self.min_lines < 1:
+            found.append(f"--min_lines must be at least 1, got {self.min_lines}")
+        if self.max_lines < self.min_lines:
+            found.append(f"--max_lines ({self.max_lines}) must be at least --min_lines ({self.min_lines})")
+        if self.max_chars is not None and self.max_chars < 1:
+            found.append(f"--max_chars must be positive, got {self.max_chars}")
+        if self.banned_scope not in BANNED_SCOPES:
+            found.append(f"--banned_scope must be one of {', '.join(BANNED_SCOPES)}, got {self.banned_scope!r}")
+        if not 0.0 < self.near_duplicate_threshold <= 1.0:
+            found.append("--near_duplicate_threshold must be in (0, 1] (1 turns it off), got "
+                         f"{self.near_duplicate_threshold}")  # fmt: skip
+        return found
+
+
+def seed_filters(preset: str = "starcoder2-instruct", **given: Any) -> SeedFilters:
+    """The preset's seed filters with every option given (not None) in their place. Both presets mine alike:
+    ``seed_gathering/`` is byte-identical in the two reference repositories."""
+    from lightning_selfalign.presets import check_preset
+
+    check_preset(preset)
+    return SeedFilters(**{name: value for name, value in given.items() if value is not None})
 
 
 @dataclass
@@ -164,11 +218,26 @@ def _function_source(lines: list[str], function: ast.FunctionDef) -> str:
     return textwrap.dedent("".join(lines[start - 1 : function.end_lineno])).rstrip() + "\n"
 
 
+def double_quoted_docstring(function: ast.FunctionDef, lines: list[str]) -> bool:
+    """The function's docstring is written between triple double quotes (the reference's tree-sitter query);
+    ``lines`` are its file's lines."""
+    node = function.body[0]
+    return lines[node.lineno - 1][node.col_offset :].lstrip("rRuU").startswith('"""')
+
+
+def banned_text(text: str, modules: Sequence[str]) -> bool:
+    """The reference's import rule: ``import X`` or ``from X`` as a substring of the lower-cased text (so it also
+    matches ``import os.path``, ``import ossaudiodev`` and ``from osgeo``, as the reference does)."""
+    lowered = text.lower()
+    return any(f"import {module}" in lowered or f"from {module}" in lowered for module in modules)
+
+
 def function_drop_reason(
-    function: ast.FunctionDef, source: str, *, method: bool, banned: bool, filters: SeedFilters
+    function: ast.FunctionDef, source: str, *, method: bool, banned: bool, quotes_ok: bool, filters: SeedFilters
 ) -> str | None:
-    """The first filter one function fails, or ``None`` to keep it."""
-    if not ast.get_docstring(function):
+    """The first filter one function fails, or ``None`` to keep it (``quotes_ok``: the docstring's quotes are
+    acceptable)."""
+    if not ast.get_docstring(function) or not quotes_ok:
         return "no_docstring"
     if not _has_arguments(function, method):
         return "no_arguments"
@@ -177,10 +246,10 @@ def function_drop_reason(
     lines = source.count("\n")
     if lines < filters.min_lines:
         return "too_short"
-    if lines > filters.max_lines or len(source) > filters.max_chars:
+    if lines > filters.max_lines or (filters.max_chars is not None and len(source) > filters.max_chars):
         return "too_long"
-    if _TODO.search(source):
-        return "todo_marker"
+    if any(word in source.lower() for word in filters.banned_words):
+        return "banned_word"
     if banned:
         return "banned_import"
     try:
@@ -207,8 +276,21 @@ def seeds_of_file(path: Path, root: Path, filters: SeedFilters) -> FileSeeds:
     for name, function, method in candidate_functions(tree, filters.methods):
         result.functions += 1
         source = _function_source(lines, function)
-        banned = module_banned or uses_banned_module(function, bindings, banned_names)
-        reason = function_drop_reason(function, source, method=method, banned=banned, filters=filters)
+        quotes_ok = not filters.double_quoted_docstring or (
+            bool(ast.get_docstring(function)) and double_quoted_docstring(function, lines)
+        )
+        candidate = function_drop_reason(function, source, method=method, banned=False, quotes_ok=quotes_ok,
+                                         filters=filters) is None  # fmt: skip
+        if filters.infer_imports and candidate:
+            from lightning_selfalign.seed_typing import infer_imports
+
+            source = infer_imports(source)  # only for candidates: autoimport is the slowest step per function
+        if filters.banned_scope == "text":
+            banned = banned_text(source, filters.banned_imports)
+        else:
+            banned = module_banned or uses_banned_module(function, bindings, banned_names)
+        reason = function_drop_reason(function, source, method=method, banned=banned, quotes_ok=quotes_ok,
+                                      filters=filters)  # fmt: skip
         if reason:
             result.dropped[reason] += 1
             continue
@@ -245,25 +327,16 @@ def _keep(seeds: list[dict], mask: Sequence[bool], reason: str, dropped: Counter
 
 
 def type_check_mask(seeds: list[dict], notes: list[str]) -> list[bool]:
-    """Keep-mask of seeds pyright reports no error for; all kept (with a note) when pyright is absent."""
-    pyright = shutil.which("pyright")
-    if pyright is None:
-        notes.append("pyright not installed: static type check skipped")
+    """Keep-mask of seeds the type checker reports no error for; all kept (with a note) when none is installed."""
+    from lightning_selfalign.seed_typing import type_check, type_checker
+
+    checker = type_checker()
+    if checker is None:
+        notes.append("no type checker installed (pip install 'lightning-selfalign[seeds]'): type check skipped")
         return [True] * len(seeds)
-    with tempfile.TemporaryDirectory(prefix="selfalign-pyright-") as tmp:
-        for index, seed in enumerate(seeds):
-            Path(tmp, f"seed_{index}.py").write_text(seed["seed"], encoding="utf-8")
-        run = subprocess.run([pyright, "--outputjson", tmp], capture_output=True, text=True, check=False)
-    try:
-        report = json.loads(run.stdout)
-    except json.JSONDecodeError:
-        notes.append(f"pyright failed (exit {run.returncode}): static type check skipped")
-        return [True] * len(seeds)
-    failing = {
-        Path(diag["file"]).name for diag in report.get("generalDiagnostics", []) if diag.get("severity") == "error"
-    }
-    notes.append(f"pyright checked {len(seeds)} seeds")
-    return [f"seed_{index}.py" not in failing for index in range(len(seeds))]
+    mask, checked = type_check([seed["seed"] for seed in seeds], checker)
+    notes.extend(checked)
+    return mask
 
 
 def identical_source_mask(texts: Sequence[str]) -> list[bool]:
@@ -288,8 +361,10 @@ def benchmark_overlap_mask(texts: Sequence[str]) -> list[bool]:
     return [decontaminator.match(text) is None for text in texts]
 
 
-def remove_duplicates(seeds: list[dict], filters: SeedFilters, dropped: Counter, notes: list[str]) -> list[dict]:
-    """The corpus-wide filters, in order: type check, exact and near duplicates, benchmark overlap."""
+def corpus_filters(seeds: list[dict], filters: SeedFilters, dropped: Counter, notes: list[str],
+                   judge: Any = None) -> list[dict]:  # fmt: skip
+    """The corpus-wide filters, in order: type check, exact and near duplicates, benchmark overlap, and the
+    docstring judge last (one model call per survivor) when an engine is given."""
     if filters.type_check:
         seeds = _keep(seeds, type_check_mask(seeds, notes), "type_error", dropped)
     seeds = _keep(seeds, identical_source_mask([s["seed"] for s in seeds]), "exact_duplicate", dropped)
@@ -300,27 +375,42 @@ def remove_duplicates(seeds: list[dict], filters: SeedFilters, dropped: Counter,
         seeds = _keep(seeds, mask, "near_duplicate", dropped)
     if filters.decontaminate:
         seeds = _keep(seeds, benchmark_overlap_mask([s["seed"] for s in seeds]), "benchmark_overlap", dropped)
+    if judge is None:
+        notes.append("docstring judge not run (no --judge_model)")
+    else:
+        from lightning_selfalign.seed_judge import judge_seeds
+
+        seeds = _keep(seeds, judge_seeds(seeds, judge), "docstring_judge", dropped)
+        notes.append(f"docstring judge: {judge.model} ({judge.name})")
     return seeds
 
 
 def mine_seeds(
-    sources: Sequence[str | Path] | None = None, filters: SeedFilters | None = None, workers: int | None = None
-) -> tuple[list[dict], dict]:
-    """Seed rows and the mining statistics (counts kept and dropped per filter) for a corpus."""
+    sources: Sequence[str | Path] | None = None, filters: SeedFilters | None = None, workers: int | None = None,
+    judge: Any = None,
+) -> tuple[list[dict], dict]:  # fmt: skip
+    """Seed rows and the mining statistics (counts kept and dropped per filter) for a corpus; ``judge``: an
+    engine (:func:`lightning_selfalign.engines.load_engine`) for the docstring judge, or None to skip it."""
+    from lightning_selfalign.seed_typing import can_infer_imports
+
     filters = filters or SeedFilters()
+    notes: list[str] = []
+    if filters.infer_imports and not can_infer_imports():
+        notes.append("autoimport not installed (pip install 'lightning-selfalign[seeds]'): imports not added")
+        filters = replace(filters, infer_imports=False)
     sources = list(sources) if sources else [sysconfig.get_paths()["stdlib"]]
     workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
     files = python_files(sources, filters.exclude_dirs)
     dropped: Counter = Counter()
-    notes: list[str] = []
     seeds: list[dict] = []
     functions = 0
     for result in mine_files(files, filters, workers):
         seeds.extend(result.seeds)
         dropped.update(result.dropped)
         functions += result.functions
-    seeds = remove_duplicates(seeds, filters, dropped, notes)
-    settings = fingerprint({"filters": asdict(filters), "version": 1})
+    seeds = corpus_filters(seeds, filters, dropped, notes, judge)
+    judged = {"judge": judge.model} if judge is not None else {}
+    settings = fingerprint({"filters": asdict(filters), "version": 2, **judged})
     rows = [
         {"id": s["id"], "parent_id": None, "round": 0, "seed": s["seed"], "source": s["source"], "lang": "python",
          "fingerprint": settings}
@@ -347,88 +437,98 @@ def format_summary(stats: dict) -> str:
     return "\n".join(lines)
 
 
-def _check_options(min_lines: int, max_lines: int, max_chars: int, threshold: float, workers: int | None) -> None:
-    problems = []
-    if min_lines < 1:
-        problems.append(f"--min_lines must be at least 1, got {min_lines}")
-    if max_lines < min_lines:
-        problems.append(f"--max_lines ({max_lines}) must be at least --min_lines ({min_lines})")
-    if max_chars < 1:
-        problems.append(f"--max_chars must be positive, got {max_chars}")
-    if not 0.0 < threshold <= 1.0:
-        problems.append(f"--near_duplicate_threshold must be in (0, 1] (1 turns it off), got {threshold}")
-    if workers is not None and workers < 1:
-        problems.append(f"--workers must be at least 1, got {workers}")
-    if problems:
-        raise UserError("; ".join(problems))
-
-
 def mine_seeds_command(
     *,
     source: str | list[str] | None = None,
     output: str = "seeds.jsonl",
-    min_lines: int = 5,
-    max_lines: int = 150,
-    max_chars: int = 6000,
+    preset: Literal["starcoder2-instruct", "selfcodealign"] = "starcoder2-instruct",
+    min_lines: int | None = None,
+    max_lines: int | None = None,
+    max_chars: int | None = None,
+    banned_words: list[str] | None = None,
     banned_imports: list[str] | None = None,
-    banned_scope: Literal["function", "module"] = "function",
-    methods: bool = True,
+    banned_scope: Literal["text", "function", "module"] | None = None,
+    methods: bool | None = None,
+    double_quoted_docstring: bool | None = None,
     exclude_dirs: list[str] | None = None,
-    near_duplicate_threshold: float = 0.7,
-    decontaminate: bool = True,
-    type_check: bool = True,
+    infer_imports: bool | None = None,
+    type_check: bool | None = None,
+    near_duplicate_threshold: float | None = None,
+    decontaminate: bool | None = None,
+    judge_model: str | None = None,
+    judge_engine: Literal["hf", "vllm", "openai"] = "hf",
+    judge_base_url: str | None = None,
     max_seeds: int | None = None,
     workers: int | None = None,
 ) -> dict:
     """Mine seed functions (Python functions with docstrings) from a local corpus.
 
     Writes one row per seed (id, parent_id, round, seed, source "path:line", lang, fingerprint) and the
-    counts kept and dropped per filter beside it (``OUT.stats.json``).
+    counts kept and dropped per filter beside it (``OUT.stats.json``). Every filter left unset takes the
+    preset's value: the reference's seed rules (docs/fidelity.md), the same for both presets.
 
     Args:
         source: a directory or .py file, or a list of them (``--source '[DIR1,FILE2]'`` or repeated
             ``--source+ X``); default: the running interpreter's standard library.
         output: the seeds JSONL file to write (replaced).
-        min_lines: shortest seed kept, in lines (decorators and docstring included).
-        max_lines: longest seed kept, in lines.
-        max_chars: longest seed kept, in characters.
-        banned_imports: modules a seed must not use (default: os, sys, subprocess, shutil, socket, ...
-            see lightning_selfalign.seeds.DEFAULT_BANNED_IMPORTS); ``banned_scope`` says how it is judged.
-        banned_scope: "function" drops a function that uses a banned module (imports it or reads a name
-            bound to it); "module" drops every function of a file that imports one anywhere (the
-            reference's rule; keeps ~4x fewer seeds from the standard library).
-        methods: also mine methods of top-level classes (dedented; ``self``/``cls`` is not an argument).
+        preset: starcoder2-instruct or selfcodealign (their seed rules are the same).
+        min_lines: shortest seed kept, in lines (reference: no minimum).
+        max_lines: longest seed kept, in lines (reference: 150).
+        max_chars: longest seed kept, in characters (reference: no bound).
+        banned_words: lower-cased substrings that drop a seed (reference: todo, fixme, bug).
+        banned_imports: modules a seed must not import (reference: argparse, os, subprocess, sys, setuptools,
+            distutils, matplotlib, seaborn; a wider list: lightning_selfalign.seeds.WIDE_BANNED_IMPORTS).
+        banned_scope: how a banned module is found: "text" (reference): ``import X``/``from X`` in the
+            lower-cased seed after its imports were added; "function": the function imports or uses it;
+            "module": its file imports it anywhere.
+        methods: also mine methods of top-level classes (reference: top-level functions only).
+        double_quoted_docstring: require a triple-double-quoted docstring (reference: yes).
         exclude_dirs: directory names skipped under a source directory (default: site-packages, test,
             tests, idlelib, __pycache__).
+        infer_imports: add the imports each seed needs (autoimport) before the checks (reference: yes).
+        type_check: drop seeds with a pyright error (basedpyright or pyright; reference: yes).
         near_duplicate_threshold: MinHash Jaccard similarity at which a later seed counts as a near
-            duplicate of an earlier one; 1 turns near-duplicate removal off.
+            duplicate of an earlier one (reference: 0.5); 1 turns near-duplicate removal off.
         decontaminate: drop seeds overlapping a HumanEval problem.
-        type_check: run pyright over the seeds when it is installed (skipped with a note otherwise).
+        judge_model: a base model (folder or Hub name) that judges whether each docstring alone is enough
+            to re-implement its function (the reference: the base model itself); left out, no judge runs.
+        judge_engine: the judge's engine: hf, vllm, or openai (a served model named judge_model).
+        judge_base_url: server URL for --judge_engine openai, e.g. http://127.0.0.1:8000/v1.
         max_seeds: keep only the first N seeds (in corpus order), e.g. for a quick trial run.
         workers: processes parsing files (default: the CPU count, at most 8).
     """
-    _check_options(min_lines, max_lines, max_chars, near_duplicate_threshold, workers)
+    filters = seed_filters(
+        preset, min_lines=min_lines, max_lines=max_lines, max_chars=max_chars, banned_words=banned_words,
+        banned_imports=banned_imports, banned_scope=banned_scope, methods=methods,
+        double_quoted_docstring=double_quoted_docstring, exclude_dirs=exclude_dirs, infer_imports=infer_imports,
+        type_check=type_check, near_duplicate_threshold=near_duplicate_threshold, decontaminate=decontaminate,
+    )  # fmt: skip
+    problems = filters.problems()
+    if workers is not None and workers < 1:
+        problems.append(f"--workers must be at least 1, got {workers}")
     if max_seeds is not None and max_seeds < 1:
-        raise UserError(f"--max_seeds must be at least 1 (leave it out to keep every seed), got {max_seeds}")
+        problems.append(f"--max_seeds must be at least 1 (leave it out to keep every seed), got {max_seeds}")
+    if judge_engine == "openai" and judge_model and not judge_base_url:
+        problems.append("--judge_engine openai needs --judge_base_url")
+    if problems:
+        raise UserError("; ".join(problems))
     refuse_directory_output(output)
-    filters = SeedFilters(
-        min_lines=min_lines,
-        max_lines=max_lines,
-        max_chars=max_chars,
-        banned_imports=tuple(DEFAULT_BANNED_IMPORTS if banned_imports is None else banned_imports),
-        banned_scope=banned_scope,
-        methods=methods,
-        exclude_dirs=tuple(DEFAULT_EXCLUDE_DIRS if exclude_dirs is None else exclude_dirs),
-        near_duplicate_threshold=near_duplicate_threshold,
-        decontaminate=decontaminate,
-        type_check=type_check,
-    )
+    judge = None
+    if judge_model:
+        from lightning_selfalign.engines import EngineOptions, load_engine
+
+        judge = load_engine(judge_engine, judge_model, EngineOptions(base_url=judge_base_url))
     sources = [source] if isinstance(source, str) else source
-    rows, stats = mine_seeds(sources, filters, workers)
+    try:
+        rows, stats = mine_seeds(sources, filters, workers, judge)
+    finally:
+        if judge is not None:
+            judge.close()
     if max_seeds is not None:
         stats["truncated_to"] = max_seeds
         rows = rows[:max_seeds]
     stats["output"] = str(output)
+    stats["preset"] = preset
     write_jsonl(output, rows)
     write_stats(output, stats)
     print(format_summary(stats) + f"\n  wrote {len(rows)} rows to {output}", file=sys.stderr)

@@ -38,6 +38,8 @@ def canned_answer(body: dict) -> tuple[str, str]:
     from lightning_selfalign.prompts import load_examples
     from lightning_selfalign.prompts.render import render_answer
 
+    if body.get("prompt", "").endswith("My answer is:"):  # the seeds stage's docstring judge
+        return judge_answer(body["prompt"]), "stop"
     stage, layout = prompt_stage(body)
     seed = int(body.get("seed") or 0)
     examples = load_examples()
@@ -46,6 +48,12 @@ def canned_answer(body: dict) -> tuple[str, str]:
     if ARGS.length_every and seed % ARGS.length_every == 1:
         return "a cut-off answer", "length"
     return render_answer(stage, examples[seed % len(examples)], layout), "stop"
+
+
+def judge_answer(prompt: str) -> str:
+    """The docstring judge's verdict on the last description in the prompt: Yes from six words up."""
+    description = prompt.rsplit("```", 2)[-2]
+    return " Yes" if len(description.split()) >= 6 else " No"
 
 
 # How each format's query starts (chat) and its prompt ends (completion), by stage.

@@ -93,3 +93,22 @@ def test_self_align_preset_sets_generation_and_curation_and_bad_options_fail_fir
 
     settings = RoundSettings(model="m", train_config="configs/tiny-cpu.yaml")
     assert (settings.generation.preset, settings.curation.preset) == ("starcoder2-instruct", "starcoder2-instruct")
+
+
+def test_both_presets_mine_seeds_under_the_reference_rules() -> None:
+    from lightning_selfalign.seeds import SeedFilters, seed_filters
+
+    for preset in ("starcoder2-instruct", "selfcodealign"):  # seed_gathering/ is the same in both repositories
+        filters = seed_filters(preset)
+        assert filters == SeedFilters()
+        assert filters.banned_words == ("todo", "fixme", "bug")
+        assert (filters.banned_scope, filters.methods) == ("text", False)
+        assert filters.banned_imports == (
+            "argparse", "os", "subprocess", "sys", "setuptools", "distutils", "matplotlib", "seaborn",
+        )  # fmt: skip
+        assert (filters.max_lines, filters.min_lines, filters.max_chars) == (150, 1, None)
+        assert (filters.infer_imports, filters.type_check, filters.double_quoted_docstring) == (True, True, True)
+        assert (filters.near_duplicate_threshold, filters.decontaminate) == (0.5, True)
+    assert seed_filters(near_duplicate_threshold=0.7, methods=None).near_duplicate_threshold == 0.7
+    with pytest.raises(ValueError, match="unknown preset"):
+        seed_filters("x")

@@ -32,6 +32,7 @@ from lightning_selfalign.rounds import (
     run_data_round,
     train_files_for,
 )
+from lightning_selfalign.seeds import SeedFilters
 
 REPO = Path(__file__).resolve().parents[1]
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
@@ -55,7 +56,7 @@ def self_align_config(tmp_path: Path, model: Path, url: str) -> Path:
             "--trainer.callbacks=[]", "--trainer.accumulate_grad_batches=1",
         ],
         "seeds": {"source": [str(STDLIB / "statistics.py"), str(STDLIB / "textwrap.py")], "per_round": 4,
-                  "decontaminate": False, "workers": 1},
+                  "filters": {"decontaminate": False, "type_check": False}, "workers": 1},
         "generation": {"engine": "openai", "base_url": url, "served_model": "scripted", "n": 2, "num_fewshot": 1},
         "execution": {"timeout": 10.0, "workers": 2},
         "eval_limit": 2,
@@ -172,7 +173,8 @@ def test_a_round_that_curates_nothing_is_recorded_and_falls_back(tmp_path):
     try:
         settings = RoundSettings(
             model="unused", train_config=str(REPO / "configs" / "tiny-cpu.yaml"),
-            seeds=SeedOptions(source=[str(STDLIB / "textwrap.py")], per_round=3, decontaminate=False, workers=1),
+            seeds=SeedOptions(source=[str(STDLIB / "textwrap.py")], per_round=3,
+                              filters=SeedFilters(decontaminate=False, type_check=False), workers=1),
             generation=GenerationOptions(engine="openai", base_url=server.url, served_model="scripted", num_fewshot=0),
             progress=False,
         )  # fmt: skip

@@ -8,12 +8,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.seeds import SeedFilters, mine_seeds, mine_seeds_command
+from lightning_selfalign.seed_judge import EXAMPLES, approves, judge_prompt, split_docstring
+from lightning_selfalign.seed_typing import type_checker
+from lightning_selfalign.seeds import WIDE_BANNED_IMPORTS, SeedFilters, mine_seeds, mine_seeds_command
 
 KEPT = '''
 def scale(values, factor):
@@ -128,39 +131,130 @@ def corpus(tmp_path: Path) -> Path:
 
 
 @pytest.mark.timeout(120)
-def test_every_filter_counts_its_drops(corpus: Path) -> None:
+def test_reference_rules_count_each_drop(corpus: Path) -> None:
     rows, stats = mine_seeds([corpus], SeedFilters(type_check=False), workers=1)
-    names = sorted(ast.parse(row["seed"]).body[0].name for row in rows)
-    assert names == ["encode", "push_all", "scale"]
+    names = sorted(ast.parse(row["seed"]).body[-1].name for row in rows)
+    assert names == ["encode", "scale", "short"], "top-level functions only; no minimum length"
     assert stats["dropped"] == {
-        "unparseable_file": 1, "no_docstring": 1, "no_arguments": 2, "no_return_value": 1, "too_short": 1,
-        "todo_marker": 1, "banned_import": 1, "exact_duplicate": 1, "benchmark_overlap": 1,
+        "unparseable_file": 1, "no_docstring": 1, "no_arguments": 1, "no_return_value": 1, "banned_word": 1,
+        "banned_import": 1, "exact_duplicate": 1, "benchmark_overlap": 1,
     }  # fmt: skip
     assert stats["files"] == 5 and stats["kept"] == 3
-    method = next(row for row in rows if "push_all" in row["seed"])
-    assert method["seed"].startswith("def push_all(self, items):")
+    encode = next(row["seed"] for row in rows if "def encode" in row["seed"])
+    assert encode.startswith("import json\n"), "the imports a seed needs are added, and kept"
     for row in rows:
         assert row["parent_id"] is None and row["round"] == 0 and row["lang"] == "python"
         path, line = row["source"].rsplit(":", 1)
         assert Path(path).read_text().splitlines()[int(line) - 1].lstrip().startswith("def ")
 
 
-@pytest.mark.timeout(120)
-def test_module_scope_ban_and_top_level_only(corpus: Path) -> None:
-    rows, stats = mine_seeds([corpus], SeedFilters(banned_scope="module", methods=False, type_check=False), workers=1)
-    assert [ast.parse(row["seed"]).body[0].name for row in rows] == ["scale"]
-    assert stats["dropped"]["banned_import"] == 2
+def test_reference_rules_match_text_as_the_reference_does(tmp_path: Path) -> None:
+    """``bug`` inside ``debug`` and ``import os`` inside ``import os.path`` drop a seed, as in the reference."""
+    tmp_path.joinpath("m.py").write_text(
+        textwrap.dedent('''
+        def run(flag):
+            """Turn on debugging when flag is set."""
+            return {"debug": bool(flag)}
+
+
+        def joined(parts):
+            """Join path parts."""
+            import os.path
+            return os.path.join(*parts)
+
+
+        def quoted(value):
+            \'\'\'Single-quoted docstring.\'\'\'
+            return value
+    ''')
+    )
+    rows, stats = mine_seeds([tmp_path], SeedFilters(type_check=False, decontaminate=False), workers=1)
+    assert rows == [] and stats["dropped"] == {"banned_word": 1, "banned_import": 1, "no_docstring": 1}
 
 
 @pytest.mark.timeout(120)
-def test_ids_are_stable_and_workers_do_not_change_the_output(corpus: Path) -> None:
-    serial, _ = mine_seeds([corpus], SeedFilters(type_check=False), workers=1)
-    parallel, _ = mine_seeds([corpus], SeedFilters(type_check=False), workers=2)
-    assert serial == parallel
-    assert len({row["id"] for row in serial}) == len(serial)
-    other, _ = mine_seeds([corpus], SeedFilters(type_check=False, max_lines=100), workers=1)
-    assert [row["id"] for row in other] == [row["id"] for row in serial]
-    assert other[0]["fingerprint"] != serial[0]["fingerprint"], "the fingerprint follows the settings"
+def test_wider_rules_are_one_option_set_away(corpus: Path) -> None:
+    """This project's earlier mining: methods, what a function uses, the wide module list, 5 lines at least."""
+    wide = SeedFilters(methods=True, banned_scope="function", banned_imports=WIDE_BANNED_IMPORTS, min_lines=5,
+                       banned_words=("todo",), infer_imports=False, type_check=False)  # fmt: skip
+    rows, stats = mine_seeds([corpus], wide, workers=1)
+    assert sorted(ast.parse(row["seed"]).body[0].name for row in rows) == ["encode", "push_all", "scale"]
+    method = next(row for row in rows if "push_all" in row["seed"])
+    assert method["seed"].startswith("def push_all(self, items):")
+    module, _ = mine_seeds([corpus], replace(wide, banned_scope="module", methods=False), workers=1)
+    assert [ast.parse(row["seed"]).body[0].name for row in module] == ["scale"]
+
+
+@pytest.mark.skipif(type_checker() is None, reason="no type checker: pip install 'lightning-selfalign[seeds]'")
+@pytest.mark.timeout(180)
+def test_type_check_drops_seeds_that_do_not_stand_alone(tmp_path: Path) -> None:
+    tmp_path.joinpath("m.py").write_text(
+        textwrap.dedent('''
+        def words(text):
+            """Lower-cased words of text, punctuation removed."""
+            return re.findall(r"[a-z]+", text.lower())
+
+
+        def helper_user(text):
+            """Calls a helper of its own module, undefined once cut out."""
+            return _private_helper(text)
+
+
+        def wrong(n: int) -> str:
+            """Returns an int where it promises a str."""
+            return n + 1
+    ''')
+    )
+    rows, stats = mine_seeds([tmp_path], SeedFilters(decontaminate=False), workers=1)
+    assert [row["seed"].splitlines()[0] for row in rows] == ["import re"]
+    assert stats["dropped"] == {"type_error": 2}
+    assert any(note.startswith("type check (") for note in stats["notes"])
+
+
+def test_docstring_judge_prompt_and_decision() -> None:
+    code = '''def clamp(value, low, high):
+    """Return value limited to [low, high]."""
+    return max(low, min(value, high))'''
+    doc, body = split_docstring(code)
+    assert doc == "Return value limited to [low, high]." and '"""' not in body
+    prompt = judge_prompt(code, "id-1")
+    assert prompt.count("<issue_start>username_0:") == len(EXAMPLES) + 1 == 8
+    assert [prompt.count(f"My answer is: {answer}\n") for answer in ("Yes", "No")] == [4, 3]
+    assert prompt.endswith("\nUpvotes: 100<issue_comment>username_1: Happy to take a look.\nMy answer is:")
+    assert prompt.count("Upvotes: 200") == 7
+    assert judge_prompt(code, "id-1") == prompt and judge_prompt(code, "id-2") != prompt, "order drawn per seed"
+    assert [approves(a) for a in (" Yes", " yes, no", "No", " Yes yes no", "")] == [True, False, False, True, False]
+
+
+@pytest.mark.timeout(180)
+def test_docstring_judge_runs_through_a_served_model(tmp_path: Path) -> None:
+    from test_engines_openai import scripted
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    corpus.joinpath("m.py").write_text(
+        textwrap.dedent('''
+        def mean(values):
+            """Arithmetic mean of a non-empty list of numbers."""
+            return sum(values) / len(values)
+
+
+        def helper(values):
+            """Does the thing."""
+            return sorted(values)[::-1]
+    ''')
+    )
+    server = scripted()
+    try:
+        stats = mine_seeds_command(source=str(corpus), output=str(tmp_path / "seeds.jsonl"), type_check=False,
+                                   decontaminate=False, judge_model="scripted", judge_engine="openai",
+                                   judge_base_url=server.url, workers=1)  # fmt: skip
+    finally:
+        server.stop()
+    rows = [json.loads(line) for line in (tmp_path / "seeds.jsonl").read_text().splitlines()]
+    assert [row["seed"].split("(")[0] for row in rows] == ["def mean"]
+    assert stats["dropped"] == {"docstring_judge": 1}
+    assert "docstring judge: scripted (openai)" in stats["notes"]
 
 
 LONGER = '''
@@ -181,6 +275,8 @@ def test_near_duplicates_are_removed(tmp_path: Path) -> None:
     tmp_path.joinpath("b.py").write_text(LONGER.replace("summarize needs", "it needs"))
     rows, stats = mine_seeds([tmp_path], SeedFilters(type_check=False, decontaminate=False), workers=1)
     assert len(rows) == 1 and stats["dropped"] == {"near_duplicate": 1}
+    with pytest.raises(UserError, match="--near_duplicate_threshold"):
+        mine_seeds_command(source=str(tmp_path), output=str(tmp_path / "o.jsonl"), near_duplicate_threshold=0)
 
 
 def test_bad_options_and_sources_are_user_errors(tmp_path: Path) -> None:
@@ -198,22 +294,30 @@ def test_bad_options_and_sources_are_user_errors(tmp_path: Path) -> None:
     assert run.stderr.strip().splitlines() == [f"error: --source: no such file or directory: {tmp_path / 'missing'}"]
 
 
-@pytest.mark.timeout(300)
-def test_standard_library_yields_1000_seeds_in_two_minutes(tmp_path: Path) -> None:
+@pytest.mark.skipif(type_checker() is None, reason="no type checker: pip install 'lightning-selfalign[seeds]'")
+@pytest.mark.timeout(400)
+def test_standard_library_under_the_reference_rules(tmp_path: Path) -> None:
+    """The default (reference) rules over the standard library, type check included: each filter's count in the
+    stats (2026-12-06, Python 3.11: 3,129 functions -> 222 seeds in 48 s on 2 cores)."""
     output = tmp_path / "seeds.jsonl"
     start = time.monotonic()
     run = subprocess.run(
         [sys.executable, "-m", "lightning_selfalign", "seeds", "--output", str(output), "--workers", "2"],
-        capture_output=True, text=True, timeout=240, check=False,
+        capture_output=True, text=True, timeout=360, check=False,
     )  # fmt: skip
     elapsed = time.monotonic() - start
     assert run.returncode == 0, run.stderr[-2000:]
     rows = [json.loads(line) for line in output.read_text().splitlines()]
-    assert len(rows) >= 1000 and elapsed <= 120, (len(rows), elapsed)
+    assert 100 <= len(rows) <= 1000 and elapsed <= 300, (len(rows), elapsed)
     for row in rows:
-        function = ast.parse(row["seed"]).body[0]
+        function = ast.parse(row["seed"]).body[-1]
         assert isinstance(function, ast.FunctionDef) and ast.get_docstring(function)
+        assert not any(word in row["seed"].lower() for word in ("todo", "fixme", "bug"))
     assert len({row["id"] for row in rows}) == len(rows)
     stats = json.loads(output.with_name("seeds.stats.json").read_text())
-    assert stats["kept"] == len(rows) and stats["dropped"]["no_docstring"] > 0
-    assert "dropped no_docstring" in run.stderr
+    assert stats["kept"] == len(rows) and stats["preset"] == "starcoder2-instruct"
+    for reason in ("no_docstring", "no_arguments", "no_return_value", "banned_word", "banned_import", "type_error"):
+        assert stats["dropped"][reason] > 0, reason
+    assert any(note.startswith("type check (") for note in stats["notes"])
+    assert "docstring judge not run (no --judge_model)" in stats["notes"]
+    assert "dropped type_error" in run.stderr

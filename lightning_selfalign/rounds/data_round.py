@@ -73,11 +73,11 @@ def write_round_seeds(round: int, output: Path, workdir: Path, options: SeedOpti
 
 def seed_pool(options: SeedOptions) -> list[dict[str, Any]]:
     from lightning_selfalign.records import REQUIRED_SEED
-    from lightning_selfalign.seeds import SeedFilters, mine_seeds
+    from lightning_selfalign.seeds import mine_seeds
 
     if options.file:
         return list(read_jsonl(options.file, required=REQUIRED_SEED))
-    rows, _ = mine_seeds(options.source, SeedFilters(decontaminate=options.decontaminate), options.workers)
+    rows, _ = mine_seeds(options.source, options.filters, options.workers)
     return rows
 
 

@@ -14,47 +14,86 @@ from typing import Any, Literal
 from lightning_selfalign.curation import CurationConfig
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.presets import PRESETS
+from lightning_selfalign.seeds import SeedFilters
 
 
 @dataclass
 class SeedOptions:
-    """Where seeds come from and how many each round uses."""
+    """Where seeds come from and how many each round uses.
 
-    file: str | None = None  # a seeds JSONL (selfalign seeds); else mined from `source`
-    source: list[str] | None = None  # directories or .py files to mine (default: the standard library)
-    per_round: int | None = None  # seeds per round, consecutive slices of the pool (default: all, every round)
-    decontaminate: bool = True  # drop mined seeds overlapping HumanEval
-    workers: int | None = None  # processes mining files
+    Attributes:
+        file: a seeds JSONL (from selfalign seeds, e.g. with its docstring judge); else seeds are mined from source.
+        source: directories or .py files to mine (default: the standard library).
+        per_round: seeds per round, consecutive slices of the pool (default: all of them, every round).
+        filters: the mining rules, as selfalign seeds takes them (default: the reference's).
+        workers: processes parsing files while mining.
+    """
+
+    file: str | None = None
+    source: list[str] | None = None
+    per_round: int | None = None
+    filters: SeedFilters = field(default_factory=SeedFilters)
+    workers: int | None = None
+
+    def __post_init__(self) -> None:  # from settings.json or a config: a mapping of the fields to change
+        if isinstance(self.filters, dict):
+            self.filters = SeedFilters(**self.filters)
 
 
 @dataclass
 class GenerationOptions:
-    """The engine and sampling of the three generation stages (``selfalign generate``'s flags)."""
+    """The engine and sampling of the three generation stages (``selfalign generate``'s flags). Every sampling
+    option left unset takes the preset's value.
+
+    Attributes:
+        engine: hf (transformers, in the round's worker), vllm, or openai (a running OpenAI-compatible server).
+        served_model: openai: the served model's name (the server, not the round, picks its weights).
+        base_url: openai: the server's URL, e.g. http://127.0.0.1:8000/v1.
+        api_key: openai: the server's key, if it wants one.
+        concurrency: openai: requests in flight at once.
+        chat: send prompts through the model's chat template instead of as plain completions.
+        preset: starcoder2-instruct or selfcodealign: the published settings every unset option takes.
+        prompt_format: starcoder2-instruct, selfcodealign or selfalign-v1 (default: the preset's).
+        n: responses per instruction (published: 10).
+        temperature: sampling temperature (published: 0.7).
+        top_p: nucleus sampling mass (published: 1.0).
+        max_new_tokens_concepts: token budget of the concepts stage (published: 1536 in every stage).
+        max_new_tokens_instructions: token budget of the instructions stage.
+        max_new_tokens_responses: token budget of the responses stage.
+        num_fewshot: examples per prompt (published: 8 concepts, 8 instructions, 1 responses).
+        categories: task kinds the instructions stage draws (a kind listed twice is drawn twice as often).
+        difficulties: difficulties the instructions stage draws (default easy, medium, hard).
+        batch_size: prompts per generate call (hf) or per request batch.
+        dtype: model weights' dtype for hf and vllm.
+        tensor_parallel_size: vllm: GPUs per engine.
+        gpu_memory_utilization: vllm: share of GPU memory the engine may take.
+        vllm_kwargs: vllm: further vllm.LLM keyword arguments.
+        seed: base sampling seed; round r samples with seed + r, so rounds differ even from the same seeds.
+    """
 
     engine: Literal["hf", "vllm", "openai"] = "hf"
-    served_model: str | None = None  # openai: the served model's name; the server, not the round, picks weights
+    served_model: str | None = None
     base_url: str | None = None
     api_key: str | None = None
     concurrency: int = 32
     chat: bool = False
-    # Every sampling option left unset (None) takes the preset's value: starcoder2-instruct or selfcodealign.
     preset: Literal["starcoder2-instruct", "selfcodealign"] = "starcoder2-instruct"
     prompt_format: Literal["starcoder2-instruct", "selfcodealign", "selfalign-v1"] | None = None
-    n: int | None = None  # responses per instruction (published: 10)
+    n: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     max_new_tokens_concepts: int | None = None
     max_new_tokens_instructions: int | None = None
     max_new_tokens_responses: int | None = None
-    num_fewshot: int | None = None  # per prompt (published: 8 concepts, 8 instructions, 1 responses)
-    categories: list[str] | None = None  # task kinds the instructions stage draws (a kind listed twice: twice as often)
-    difficulties: list[str] | None = None  # difficulties the instructions stage draws (default easy, medium, hard)
+    num_fewshot: int | None = None
+    categories: list[str] | None = None
+    difficulties: list[str] | None = None
     batch_size: int | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     vllm_kwargs: dict[str, Any] | None = None
-    seed: int = 0  # round r samples with seed + r, so rounds differ even from the same seeds
+    seed: int = 0
 
     def stage_settings(self, stage: str, round: int = 0, progress: bool = True) -> Any:
         """The ``StageSettings`` round ``round`` runs ``stage`` with (the preset filling what is left unset)."""
@@ -72,11 +111,20 @@ class GenerationOptions:
 
 @dataclass
 class ExecutionOptions:
-    """Sandbox limits of the execution filter and of evaluation (``selfalign execute``'s flags)."""
+    """Sandbox limits of the execution filter and of evaluation (``selfalign execute``'s flags).
 
-    timeout: float = 4.0  # seconds per sample, as StarCoder2-Instruct's execution filter
+    Attributes:
+        timeout: seconds per sample (StarCoder2-Instruct's execution filter: 4).
+        memory: address-space cap per sample process, in MB.
+        run_as_main: run samples as __main__, so their `if __name__ == "__main__":` blocks run before the tests.
+        workers: sandbox helpers running in parallel.
+        isolation: auto (strongest available), bwrap, namespaces, or rlimits (unsafe; needs allow_unsafe).
+        allow_unsafe: permit running generated code with rlimits only (no network/PID/filesystem isolation).
+    """
+
+    timeout: float = 4.0
     memory: int = 1024
-    run_as_main: bool = False  # run samples as __main__ (their `if __name__ == "__main__":` blocks run first)
+    run_as_main: bool = False
     workers: int = 2
     isolation: str = "auto"
     allow_unsafe: bool = False
@@ -116,6 +164,7 @@ class RoundSettings:
             found.append("give --seeds.file or --seeds.source, not both")
         if self.seeds.per_round is not None and self.seeds.per_round < 1:
             found.append(f"--seeds.per_round must be >= 1, got {self.seeds.per_round}")
+        found += [problem.replace("--", "--seeds.filters.", 1) for problem in self.seeds.filters.problems()]
         if self.generation.engine == "openai" and not self.generation.base_url:
             found.append("--generation.engine openai needs --generation.base_url")
         if self.rollback and not self.evaluate:
