@@ -62,21 +62,26 @@ class StepClock:
         }
 
 
+class ClockCallback(pl.Callback):
+    """Feeds a StepClock from `selfalign fit`'s packed batches."""
+
+    def __init__(self, clock: StepClock) -> None:
+        self.clock = clock
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.clock.batch(int(batch["num_real_tokens"]), batch["input_ids"].numel())
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.clock.step_done()
+
+
 def run_ours(model_dir: Path, workdir: Path, batch_size: int, max_length: int, steps: int, warmup: int) -> dict:
     from lightning_selfalign.model import SelfAlignLM
     from lightning_selfalign.training_cli import run_lightning_cli
 
     clock = StepClock(warmup)
-
-    class Clock(pl.Callback):
-        def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            clock.batch(int(batch["num_real_tokens"]), batch["input_ids"].numel())
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            clock.step_done()
-
     original = SelfAlignLM.configure_callbacks
-    SelfAlignLM.configure_callbacks = lambda self: [Clock()]
+    SelfAlignLM.configure_callbacks = lambda self: [ClockCallback(clock)]
     try:
         run_lightning_cli([
             "fit", "--config", str(REPO / "configs" / "tiny-cpu.yaml"),

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from lightning_selfalign.adapters import is_adapted, merge_adapters, settings_of, split_state, write_adapter
 from lightning_selfalign.chat_template import install_chat_template
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.model import zero_dropout_config
@@ -26,6 +27,10 @@ RECIPE_KEYS = (
     "loss_normalization",
     "attn_implementation",
     "gradient_checkpointing",
+    "peft",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
 )
 
 
@@ -52,15 +57,35 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> torch.nn.Module:
-    """The trained transformers model, built on the meta device and filled with the checkpoint's tensors."""
+    """The trained transformers model, built on the meta device and filled with the checkpoint's tensors (a LoRA
+    checkpoint's adapters merged into the base model it names)."""
+    hparams = checkpoint["hyper_parameters"]
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    if is_adapted(state):
+        _, adapters = split_state(state)
+        state = merge_adapters(base_weights(hparams, next(iter(adapters.values())).dtype), adapters,
+                               settings_of(hparams).scaling)  # fmt: skip
+    return model_from_state(hparams, state)
+
+
+def base_weights(hparams: dict[str, Any], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The frozen base model's weights, from the folder or Hub name training started from."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(
+        hparams["model_name_or_path"], dtype=dtype, trust_remote_code=hparams.get("trust_remote_code", False)
+    )
+    return base.state_dict()
+
+
+def model_from_state(hparams: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A transformers model of ``hparams``'s architecture holding ``state`` (keys as the plain model's)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    hparams = checkpoint["hyper_parameters"]
     config = AutoConfig.from_pretrained(
         hparams["model_name_or_path"], trust_remote_code=hparams.get("trust_remote_code", False)
     )
     zero_dropout_config(config)
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     dtype = next(iter(state.values())).dtype
     config.dtype = dtype
     with torch.device("meta"):
@@ -126,13 +151,19 @@ def checkpoint_metrics(checkpoint: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, metrics: dict[str, Any] | None = None) -> Path:
-    """Write the Hugging Face folder for ``ckpt_path`` into ``output_dir``; returns the folder."""
+def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, metrics: dict[str, Any] | None = None,
+                      merge: bool = True) -> Path:  # fmt: skip
+    """Write the Hugging Face folder for ``ckpt_path`` into ``output_dir``; returns the folder. A LoRA
+    checkpoint's adapters are merged into the base weights, or written in peft's layout with ``merge=False``."""
     checkpoint = read_checkpoint(ckpt_path)
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    if not merge and is_adapted(state):
+        return write_adapter_folder(split_state(state)[1], checkpoint, output_dir, metrics)
     return write_model_folder(model_from_checkpoint(checkpoint), checkpoint, output_dir, metrics)
 
 
-def export_module(module: Any, output_dir: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+def export_module(module: Any, output_dir: str | Path, metrics: dict[str, Any] | None = None,
+                  merge: bool = True) -> Path:  # fmt: skip
     """Write the Hugging Face folder for a live ``SelfAlignLM`` (full weights on this process: one device or DDP,
     not FSDP/DeepSpeed shards) into ``output_dir``; returns the folder. The rounds callback calls this between
     rounds, so no checkpoint has to be written and read back first."""
@@ -145,7 +176,15 @@ def export_module(module: Any, output_dir: str | Path, metrics: dict[str, Any] |
         "epoch": trainer.current_epoch if trainer is not None else "?",
         "global_step": trainer.global_step if trainer is not None else "?",
     }
-    return write_model_folder(module.model, summary, output_dir, metrics)
+    if module.hparams.get("peft", "none") == "none":
+        return write_model_folder(module.model, summary, output_dir, metrics)
+    base, adapters = split_state(module.model.state_dict())
+    if not merge:
+        return write_adapter_folder(adapters, summary, output_dir, metrics)
+    if module.hparams["peft"] == "qlora":  # the live base is 4-bit: merge into the full-precision one it came from
+        base = base_weights(summary["hyper_parameters"], next(iter(adapters.values())).dtype)
+    merged = merge_adapters(base, adapters, settings_of(summary["hyper_parameters"]).scaling)
+    return write_model_folder(model_from_state(summary["hyper_parameters"], merged), summary, output_dir, metrics)
 
 
 def write_model_folder(
@@ -153,12 +192,29 @@ def write_model_folder(
 ) -> Path:
     """Weights, tokenizer with the chat template, generation config and model card; ``checkpoint`` needs
     ``hyper_parameters`` (and may carry the datamodule's, epoch, global step and callback scores for the card)."""
-    from transformers import AutoTokenizer, GenerationConfig
-
-    hparams = checkpoint["hyper_parameters"]
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output, safe_serialization=True)
+    write_folder_extras(checkpoint, output, metrics)
+    return output
+
+
+def write_adapter_folder(adapters: dict[str, torch.Tensor], checkpoint: dict[str, Any], output_dir: str | Path,
+                         metrics: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """The LoRA adapter in peft's layout (``PeftModel.from_pretrained``, vLLM's ``LoRARequest``) with the same
+    tokenizer, generation config and card as a full export."""
+    hparams = checkpoint["hyper_parameters"]
+    output = Path(output_dir)
+    write_adapter(adapters, settings_of(hparams), str(hparams["model_name_or_path"]), output)
+    write_folder_extras(checkpoint, output, metrics)
+    return output
+
+
+def write_folder_extras(checkpoint: dict[str, Any], output: Path, metrics: dict[str, Any] | None) -> None:
+    """Tokenizer with the chat template, generation config and model card."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    hparams = checkpoint["hyper_parameters"]
     tokenizer = AutoTokenizer.from_pretrained(
         hparams["model_name_or_path"], trust_remote_code=hparams.get("trust_remote_code", False)
     )
@@ -173,7 +229,6 @@ def write_model_folder(
     ).save_pretrained(output)
     all_metrics = checkpoint_metrics(checkpoint) | (metrics or {})
     (output / "README.md").write_text(model_card(checkpoint, all_metrics), encoding="utf-8")
-    return output
 
 
 def upload_to_hub(folder: str | Path, repo_id: str, private: bool = False) -> str:
@@ -197,6 +252,7 @@ def export_command(
     push_to_hub: str | None = None,
     private: bool = False,
     metrics_file: str | None = None,
+    merge: bool = True,
 ) -> None:
     """Export a ``selfalign fit`` checkpoint as a Hugging Face model folder, optionally pushing it to the Hub.
 
@@ -206,6 +262,8 @@ def export_command(
         push_to_hub: Hub repository id (``user/name``) to upload the folder to.
         private: Create the Hub repository as private.
         metrics_file: JSON of evaluation results (e.g. from ``selfalign evaluate``) to put in the model card.
+        merge: for a LoRA/QLoRA checkpoint: merge the adapters into the base weights (a plain model folder), or
+            write the adapter alone in peft's layout (``--merge false``).
     """
     metrics = {}
     if metrics_file:
@@ -214,7 +272,10 @@ def export_command(
         except (OSError, json.JSONDecodeError) as exc:
             raise UserError(f"--metrics_file {metrics_file}: {exc}") from None
         metrics = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
-    folder = export_checkpoint(ckpt_path, output_dir, metrics)
+    output = Path(output_dir)
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output_dir {output_dir} is a file; name a folder")
+    folder = export_checkpoint(ckpt_path, output_dir, metrics, merge=merge)
     print(f"exported {ckpt_path} -> {folder}")
     if push_to_hub:
         print(f"pushed: {upload_to_hub(folder, push_to_hub, private=private)}")

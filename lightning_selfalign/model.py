@@ -128,6 +128,13 @@ class SelfAlignLM(pl.LightningModule):
             ``transformers.Trainer`` does now); ``sample``: mean over examples of each example's mean token
             loss (what the reference's older Trainer did with batch size 1).
         trust_remote_code: Allow model code from the model folder.
+        peft: ``none`` (full fine-tuning, the reference), ``lora`` (low-rank adapters on a frozen base), or
+            ``qlora`` (the adapters on a 4-bit NF4 base with double quantisation; CUDA and bitsandbytes).
+        lora_rank: Rank r of each adapter.
+        lora_alpha: Adapter scale numerator: the update is alpha / r * B A.
+        lora_dropout: Dropout on the adapters' input (0 keeps the recipe's no-dropout rule; the QLoRA paper used
+            0.05-0.1).
+        lora_target_modules: Linear layers that get adapters (default: every attention and MLP projection).
     """
 
     def __init__(
@@ -142,9 +149,22 @@ class SelfAlignLM(pl.LightningModule):
         lr_schedule: ScheduleName = "linear",
         loss_normalization: Literal["token", "sample"] = "token",
         trust_remote_code: bool = False,
+        peft: Literal["none", "lora", "qlora"] = "none",
+        lora_rank: int = 16,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.0,
+        lora_target_modules: list[str] | None = None,
     ) -> None:
         super().__init__()
         problems = []
+        if peft != "none":
+            from lightning_selfalign.adapters import require_peft, settings_of
+
+            problems += settings_of({"lora_rank": lora_rank, "lora_alpha": lora_alpha,
+                                     "lora_dropout": lora_dropout}).problems()  # fmt: skip
+            require_peft()
+            # Checkpoints hold the adapters only (the frozen base is reloaded from model_name_or_path).
+            self.strict_loading = False
         if not 0 <= warmup_ratio < 1:
             problems.append(f"--model.warmup_ratio must be in [0, 1), got {warmup_ratio}")
         if learning_rate <= 0:
@@ -166,17 +186,29 @@ class SelfAlignLM(pl.LightningModule):
         """Build the network here so FSDP / DeepSpeed can shard it at construction."""
         if self.model is not None:
             return
-        self.model = load_causal_lm(
+        peft = self.hparams.get("peft", "none")
+        quantization = None
+        if peft == "qlora":
+            from lightning_selfalign.adapters import quantization_config
+
+            quantization = quantization_config()
+        model = load_causal_lm(
             self.hparams.model_name_or_path,
             attn_implementation=self.hparams.attn_implementation,
             trust_remote_code=self.hparams.trust_remote_code,
+            quantization_config=quantization,
         )
+        if self.hparams.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        if peft != "none":
+            from lightning_selfalign.adapters import add_adapters, settings_of
+
+            model = add_adapters(model, settings_of(dict(self.hparams)), quantized=peft == "qlora")
         # from_pretrained returns eval mode and Lightning keeps submodule modes: gradient checkpointing
         # (and any model code that branches on self.training) needs train mode.
-        self.model.train()
-        if self.hparams.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            self.model.config.use_cache = False
+        model.train()
+        self.model = model
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits for a batch in the DataModule's contract (padded or packed)."""
@@ -279,6 +311,8 @@ class SelfAlignLM(pl.LightningModule):
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
         if metrics:
             checkpoint["selfalign_metrics"] = metrics
+        if self.hparams.get("peft", "none") != "none":  # the frozen base is model_name_or_path: keep the adapters
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if ".lora_" in k}
 
     # -- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
@@ -300,6 +334,7 @@ def load_causal_lm(
     attn_implementation: str = "sdpa",
     trust_remote_code: bool = False,
     dtype: torch.dtype | None = None,
+    quantization_config: Any = None,
 ) -> torch.nn.Module:
     """``AutoModelForCausalLM.from_pretrained`` with every dropout set to 0 and verified off.
 
@@ -322,9 +357,10 @@ def load_causal_lm(
     model = AutoModelForCausalLM.from_pretrained(
         model_name_or_path,
         config=config,
-        dtype=dtype or torch.get_default_dtype(),
+        dtype=torch.bfloat16 if quantization_config is not None else dtype or torch.get_default_dtype(),
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
+        **({"quantization_config": quantization_config} if quantization_config is not None else {}),
     )
     still_active = active_dropout(model)
     assert not still_active, f"dropout still active after zeroing the config: {still_active}"

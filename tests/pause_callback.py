@@ -19,3 +19,14 @@ class PauseAt(pl.Callback):
         if trainer.global_step == self.step:
             Path(self.marker).write_text("paused", encoding="utf-8")
             time.sleep(600)
+
+
+class StopAt(pl.Callback):
+    """Stop training once optimizer step ``step`` has completed (an interrupted run, without killing the test)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
