@@ -7,12 +7,14 @@ beside the logs of every run. The tokenizer of the data always follows the model
 from __future__ import annotations
 
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_selfalign.cli import argument_error_line
 from lightning_selfalign.datamodule import InstructionDataModule
@@ -26,11 +28,22 @@ class SelfAlignCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.model_name_or_path", "data.tokenizer")
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyperparameters while it parses: check the file before that.
+        if self.config.get("subcommand"):
+            check_checkpoint_path(self.config[self.config.subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
+
     def before_fit(self) -> None:
         self._resolve_last("fit")
+        clamp_validation_interval(self.trainer, self.datamodule)
 
     def before_validate(self) -> None:
         self._resolve_last("validate")
+
+    def after_fit(self) -> None:
+        if self.trainer.is_global_zero and not self.trainer.interrupted:
+            print(where_fit_saved(self.trainer), flush=True)
 
     def _resolve_last(self, subcommand: str) -> None:
         # Lightning looks for "last" only in this run's checkpoint folder, and every run gets a new
@@ -55,6 +68,52 @@ def latest_last_checkpoint(trainer: Trainer) -> Path | None:
     return max(found, key=lambda path: path.stat().st_mtime) if found else None
 
 
+def check_checkpoint_path(ckpt_path: str | None) -> None:
+    """One clear error for a checkpoint file that is missing or is not a PyTorch checkpoint (a zip archive), before
+    any model is built; Lightning's own names (``last``, ``best``, ``hpc``, ``registry``) pass through."""
+    if not ckpt_path or ckpt_path in ("last", "best", "hpc") or ckpt_path.startswith("registry"):
+        return
+    path = Path(ckpt_path)
+    if path.is_dir():
+        return  # a sharded (FSDP / DeepSpeed) checkpoint folder: the strategy reads it
+    if not path.is_file():
+        raise UserError(f"--ckpt_path {ckpt_path}: no such file (or `last` for the newest last.ckpt)")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"--ckpt_path {ckpt_path}: not a PyTorch checkpoint (truncated or another kind of file)")
+
+
+def clamp_validation_interval(trainer: Trainer, datamodule: Any) -> None:
+    """An integer ``val_check_interval`` larger than an epoch's batches becomes the epoch's length, with a warning,
+    instead of Lightning's error: a config written for a large data set still trains on a small one. One process
+    only (with several, each would load the data here at once; Lightning's own check then applies)."""
+    interval = trainer.val_check_interval
+    count = getattr(datamodule, "train_batches", None)
+    if not isinstance(interval, int) or count is None or trainer.world_size != 1:
+        return
+    batches = count()
+    limit = trainer.limit_train_batches
+    batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    if 0 < batches < interval:
+        rank_zero_warn(f"--trainer.val_check_interval {interval} is more than the {batches} training batches of an "
+                       f"epoch: validating every {batches} batches instead")  # fmt: skip
+        trainer.val_check_interval = batches
+
+
+def where_fit_saved(trainer: Trainer) -> str:
+    """The line a finished fit ends with: best and last checkpoints and the log folder."""
+    callback = trainer.checkpoint_callback
+    parts = []
+    if callback is not None and getattr(callback, "best_model_path", ""):
+        parts.append(f"best checkpoint {callback.best_model_path}")
+    if callback is not None and getattr(callback, "last_model_path", ""):
+        parts.append(f"last checkpoint {callback.last_model_path}")
+    if not parts:
+        parts.append("no checkpoint saved (checkpointing is off)")
+    if trainer.logger is not None and trainer.log_dir:
+        parts.append(f"logs {trainer.log_dir}")
+    return "fit done: " + "; ".join(parts)
+
+
 def run_lightning_cli(args: Sequence[str]) -> SelfAlignCLI:
     """Run ``fit`` or ``validate`` with a ``selfalign``-style argument list."""
     from jsonargparse import ArgumentError
@@ -67,7 +126,12 @@ def run_lightning_cli(args: Sequence[str]) -> SelfAlignCLI:
             InstructionDataModule,
             args=list(args),
             save_config_kwargs={"overwrite": True},
+            # The module's own --model.optimizer / --model.learning_rate set the optimizer: no second --optimizer.
+            auto_configure_optimizers=False,
             parser_kwargs={"prog": "selfalign", "exit_on_error": False},
         )
     except ArgumentError as exc:
-        raise UserError(argument_error_line(exc, args[0] if args else "fit")) from None
+        line = argument_error_line(exc, args[0] if args else "fit")
+        if "--optimizer" in line or "--lr_scheduler" in line:
+            line += "; the optimizer and schedule are --model.optimizer, --model.learning_rate, --model.lr_schedule"
+        raise UserError(line) from None

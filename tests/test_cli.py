@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,39 @@ def test_outputs_named_by_a_folder_and_impossible_counts_are_one_line_errors(tmp
         with pytest.raises(UserError, match=message):
             call()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["rows.jsonl"], "nothing half-written"
+
+
+@pytest.mark.timeout(300)
+def test_fit_mistakes_are_one_line_and_a_finished_fit_says_where_it_saved(tiny_model_dir, tmp_path):
+    from test_training import _fit_args, _write_sft
+
+    data = _write_sft(tmp_path / "sft.jsonl", 12)
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"\x80\x04 not a checkpoint")
+    args = _fit_args(tiny_model_dir, data, tmp_path / "run", "--data.max_length", "96", "--trainer.max_steps", "2")
+    cases = [
+        (["--ckpt_path", str(tmp_path / "missing.ckpt")], "error: --ckpt_path .*missing.ckpt: no such file"),
+        (["--ckpt_path", str(corrupt)], "error: --ckpt_path .*corrupt.ckpt: not a PyTorch checkpoint"),
+        (["--optimizer", "AdamW"], "error: .*--optimizer.*; the optimizer and schedule are --model.optimizer"),
+    ]
+    for extra, message in cases:
+        result = selfalign(*args, *extra)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and re.match(message, lines[0]), result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+
+    # A config's validation interval longer than this small data set's epoch: clamped with a warning, no crash.
+    validating = ["--data.val_fraction", "0.25", "--trainer.limit_val_batches", "1.0", "--trainer.val_check_interval",
+                  "20", "--trainer.enable_checkpointing", "true"]  # fmt: skip
+    result = selfalign(*args, *validating)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "validating every" in result.stderr
+    done = [line for line in result.stdout.splitlines() if line.startswith("fit done:")]
+    assert len(done) == 1 and "checkpoint" in done[0] and "logs" in done[0], result.stdout[-2000:]
+
+    folder_file = tmp_path / "a-file"
+    folder_file.write_text("x")
+    result = selfalign("export", "--ckpt_path", str(corrupt), "--output_dir", str(folder_file))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --output_dir {folder_file} is a file; name a folder"
