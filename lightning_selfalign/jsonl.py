@@ -147,18 +147,27 @@ def write_row(handle: Any, row: dict[str, Any]) -> None:
 class JsonlAppender:
     """Append rows to a JSONL file, one flushed line each. Use as a context manager.
 
-    ``fsync=True`` also forces each line to disk (survives a machine crash, not only a killed process).
+    The file is opened at the first row, so a run that fails before producing any leaves no empty output behind;
+    one that succeeds with no rows still leaves the (empty) file. ``fsync=True`` also forces each line to disk
+    (survives a machine crash, not only a killed process).
     """
 
     def __init__(self, path: str | Path, fsync: bool = False) -> None:
         self.path = Path(path)
         self.fsync = fsync
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _cut_torn_tail(self.path)
-        self._handle = self.path.open("a", encoding="utf-8")
+        if self.path.exists():
+            _cut_torn_tail(self.path)
+        self._handle: Any = None
         self.written = 0
 
+    def _open(self) -> Any:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("a", encoding="utf-8")
+        return self._handle
+
     def write(self, row: dict[str, Any]) -> None:
+        self._open()
         write_row(self._handle, row)
         self._handle.flush()
         if self.fsync:
@@ -169,26 +178,35 @@ class JsonlAppender:
         for row in rows:
             self.write(row)
 
-    def close(self) -> None:
-        self._handle.close()
+    def close(self, create: bool = True) -> None:
+        """Close the file; ``create``: leave an empty file if no row was written."""
+        if self._handle is None and create:
+            self._open()
+        if self._handle is not None:
+            self._handle.close()
 
     def __enter__(self) -> JsonlAppender:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(create=exc_type is None)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Write ``rows`` to a fresh file (replacing it atomically); returns the row count."""
+    """Write ``rows`` to a fresh file (replacing it atomically); returns the row count. If producing the rows
+    fails, the temporary file goes and any previous file stays as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            write_row(handle, row)
-            count += 1
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                write_row(handle, row)
+                count += 1
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return count
 

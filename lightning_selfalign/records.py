@@ -62,6 +62,7 @@ class ExecutedRow(ResponseRow):
     reason: str  # exception type and message, or the signal
     tests_run: int  # checks the harness saw complete
     duration_s: float
+    limits: dict  # timeout_s, memory_mb, run_as_main it ran under; a rerun under others is refused
 
 
 class SftRow(Provenance):

@@ -183,6 +183,8 @@ def serve(
     """
     from lightning_selfalign.engines.hf import HFEngine
 
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be in 0-65535 (0 picks a free one), got {port}")
     engine = HFEngine(model, dtype=dtype, batch_size=batch_size)
     batcher = Batcher(engine, batch_size=batch_size, max_wait_s=max_wait_ms / 1000)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,21 +69,26 @@ def test_outputs_named_by_a_folder_and_impossible_counts_are_one_line_errors(tmp
     from lightning_selfalign.evaluation.command import evaluate_command
     from lightning_selfalign.sandbox.batch import execute_command
     from lightning_selfalign.seeds import mine_seeds_command
+    from lightning_selfalign.serve import serve
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"id": "a", "code": "x = 1", "tests": "assert x"}\n')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "tests": "assert x"}\n')
     cases = [
+        (lambda: execute_command(input=str(bad), output=str(tmp_path / "out.jsonl")), "missing field"),
         (lambda: mine_seeds_command(source=str(rows), output=str(tmp_path)), "--output .* is a folder"),
         (lambda: mine_seeds_command(source=str(rows), max_seeds=-1), "--max_seeds must be at least 1"),
         (lambda: execute_command(input=str(rows), output=str(tmp_path)), "--output .* is a folder"),
         (lambda: evaluate_command(output=str(tmp_path), samples=str(rows)), "--output .* is a folder"),
         (lambda: evaluate_command(output=str(tmp_path / "r.json"), model="m", ks=[10]),
          "--ks 10 needs at least 10 samples per task, and --n is 1"),
+        (lambda: serve(model="m", port=99999), "--port must be in 0-65535"),
     ]  # fmt: skip
     for call, message in cases:
         with pytest.raises(UserError, match=message):
             call()
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["rows.jsonl"], "nothing half-written"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.jsonl", "rows.jsonl"], "nothing half-written"
 
 
 @pytest.mark.timeout(300)
@@ -119,3 +125,47 @@ def test_fit_mistakes_are_one_line_and_a_finished_fit_says_where_it_saved(tiny_m
     result = selfalign("export", "--ckpt_path", str(corrupt), "--output_dir", str(folder_file))
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: --output_dir {folder_file} is a file; name a folder"
+
+
+@pytest.mark.timeout(300)
+def test_self_align_checks_model_training_config_and_settings_before_any_work(tiny_model_dir, tmp_path):
+    from lightning_selfalign.errors import UserError
+    from lightning_selfalign.rounds.command import self_align_command
+    from lightning_selfalign.rounds.settings import GenerationOptions, RoundSettings, save_settings
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml")
+    workdir = tmp_path / "run"
+    cases = [
+        (dict(model=str(tmp_path / "no-model")), r"--model .*no-model: cannot load a model config"),
+        (dict(model=str(tiny_model_dir), train_args=["--trainer.max_stepz=3"]),
+         r"--train_config / --train_args: .*max_stepz"),
+    ]  # fmt: skip
+    for given, message in cases:
+        with pytest.raises(UserError, match=message):
+            self_align_command(train_config=config, workdir=str(workdir), **given)
+        assert not workdir.exists(), "nothing written before the checks pass"
+
+    save_settings(workdir, RoundSettings(model=str(tiny_model_dir), train_config=config))
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model_dir, other)
+    with pytest.raises(
+        UserError,
+        match=r"was started with other settings \(model: .* -> .*other-model'; "
+        r"generation.temperature: None -> 0.3\); use a new --workdir, or --force",
+    ):
+        self_align_command(model=str(other), train_config=config, workdir=str(workdir),
+                           generation=GenerationOptions(temperature=0.3))  # fmt: skip
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path):
+    from lightning_selfalign.jsonl import write_jsonl
+
+    def rows():
+        yield {"id": 1}
+        raise RuntimeError("the producer failed")
+
+    (tmp_path / "out.jsonl").write_text('{"id": 0}\n')
+    with pytest.raises(RuntimeError):
+        write_jsonl(tmp_path / "out.jsonl", rows())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+    assert (tmp_path / "out.jsonl").read_text() == '{"id": 0}\n', "the previous file is untouched"

@@ -126,8 +126,11 @@ def test_rows_pass_through_and_resume(pool, tmp_path):
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in written] == ["a", "b"]
     assert written[0]["meta"] == {"round": 2}
-    assert set(written[1]) == {"id", "code", "tests", "verdict", "reason", "tests_run", "duration_s"}
+    assert set(written[1]) == {"id", "code", "tests", "verdict", "reason", "tests_run", "duration_s", "limits"}
+    assert written[1]["limits"] == {"timeout_s": 10.0, "memory_mb": 1024, "run_as_main": False}
     assert json.loads((tmp_path / "out.stats.json").read_text())["rows_out"] == 1
+    with pytest.raises(UserError, match="executed under other limits .*timeout_s=10.0"):
+        execute_rows(rows, out, Limits(timeout_s=4.0), pool=pool, progress=False)
 
 
 def test_bad_rows_name_the_problem(pool, tmp_path):

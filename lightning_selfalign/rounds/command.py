@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +54,7 @@ def self_align_command(
     eval_base_chat: bool = False,
     rollback: bool = False,
     progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """The whole multi-round loop: generate, execute, curate, train, export and evaluate, round after round.
 
@@ -91,6 +93,8 @@ def self_align_command(
         rollback: a round whose pass@1 is below the best so far (base model included) is rolled back: its weights
             are replaced by the best model's and that model generates the next round's data.
         progress: show progress bars.
+        force: continue a workdir started with other settings (its data no longer matches them; a new --workdir is
+            usually what you want).
     """
     settings = RoundSettings(
         model=model, train_config=train_config, rounds=rounds, epochs_per_round=epochs_per_round,
@@ -106,6 +110,10 @@ def self_align_command(
     if problems:
         raise UserError("; ".join(problems))
     path = Path(workdir)
+    check_model(settings.model)
+    check_training_config(settings, path)  # before hours of round 0's data, not after
+    if not force:
+        refuse_changed_settings(path, settings)
     save_settings(path, settings)
     state = RoundState(path)
     if settings.evaluate:
@@ -140,13 +148,58 @@ def complete_previous_round(round: int, workdir: Path, settings: RoundSettings) 
     return str(paths.checkpoint)
 
 
-def train(settings: RoundSettings, workdir: Path, train_files: str | None, checkpoint: str | None) -> None:
-    """Fit over every remaining round; the SelfAlignRounds callback closes each round."""
-    from lightning_selfalign.callbacks import SelfAlignRounds
-    from lightning_selfalign.datamodule import InstructionDataModule
-    from lightning_selfalign.model import SelfAlignLM
-    from lightning_selfalign.training_cli import SelfAlignCLI
+# Settings a workdir's data depends on; `rounds` (to extend a run) and `progress` may change on a rerun.
+MEANING = ("model", "train_config", "train_args", "epochs_per_round", "seeds", "generation", "execution", "curation",
+           "execution_filter", "evaluate", "benchmark_file", "eval_limit", "eval_max_new_tokens", "eval_chat",
+           "eval_base_chat", "rollback")  # fmt: skip
 
+
+def refuse_changed_settings(workdir: Path, settings: RoundSettings) -> None:
+    """A rerun whose settings differ from the ones its workdir was started with is an error naming the difference."""
+    saved_path = workdir / "settings.json"
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    given = json.loads(json.dumps(asdict(settings), default=list))
+    changes = [f"{name}: {before!r} -> {after!r}" for key in MEANING
+               for name, before, after in _differences(key, saved.get(key), given.get(key))]  # fmt: skip
+    if changes:
+        raise UserError(f"{workdir} was started with other settings ({'; '.join(changes[:4])}); use a new --workdir, "
+                        "or --force to continue it with these")  # fmt: skip
+
+
+def _differences(name: str, before: Any, after: Any) -> list[tuple[str, Any, Any]]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [d for key in sorted(set(before) | set(after))
+                for d in _differences(f"{name}.{key}", before.get(key), after.get(key))]  # fmt: skip
+    return [] if before == after else [(name, before, after)]
+
+
+def check_model(model: str) -> None:
+    """The base model's config loads (a local folder, or a Hub name in the cache or reachable)."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(model)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--model {model}: cannot load a model config ({' '.join(str(exc).split())[:200]})") from None
+
+
+def check_training_config(settings: RoundSettings, workdir: Path) -> None:
+    """Parse the training configuration and --train_args and build the module, data module and Trainer (no
+    weights are loaded), so a typo fails now, with one line."""
+    from jsonargparse import ArgumentError
+
+    from lightning_selfalign.cli import argument_error_line
+
+    try:
+        build_cli(training_args(settings, workdir, None), callbacks=[])
+    except ArgumentError as exc:
+        raise UserError(f"--train_config / --train_args: {argument_error_line(exc, 'fit')}") from None
+
+
+def training_args(settings: RoundSettings, workdir: Path, train_files: str | None) -> list[str]:
+    """LightningCLI arguments of the rounds' one fit."""
     epochs = settings.epochs_per_round
     args = [
         f"--config={settings.train_config}", f"--trainer.default_root_dir={workdir / 'train'}",
@@ -156,15 +209,31 @@ def train(settings: RoundSettings, workdir: Path, train_files: str | None, check
     ]  # fmt: skip
     if train_files is not None:
         args.append(f"--data.train_files={train_files}")
-    else:
-        warnings.warn("no round has curated rows yet: training on the training config's data.train_files", stacklevel=2)
-    callback = SelfAlignRounds(workdir=str(workdir), epochs_per_round=epochs)
+    return args
+
+
+def build_cli(args: list[str], callbacks: list[Any]) -> Any:
+    """The rounds' LightningCLI, not run: module, data module and Trainer built from ``args``."""
+    from lightning_selfalign.datamodule import InstructionDataModule
+    from lightning_selfalign.model import SelfAlignLM
+    from lightning_selfalign.training_cli import SelfAlignCLI
+
     # LightningCLI warns when given args while sys.argv has others; `selfalign self-align` does that on purpose.
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-    cli = SelfAlignCLI(
-        SelfAlignLM, InstructionDataModule, args=args, run=False, trainer_defaults={"callbacks": [callback]},
+    return SelfAlignCLI(
+        SelfAlignLM, InstructionDataModule, args=args, run=False, trainer_defaults={"callbacks": callbacks},
         save_config_kwargs={"overwrite": True}, parser_kwargs={"exit_on_error": False},
     )  # fmt: skip
+
+
+def train(settings: RoundSettings, workdir: Path, train_files: str | None, checkpoint: str | None) -> None:
+    """Fit over every remaining round; the SelfAlignRounds callback closes each round."""
+    from lightning_selfalign.callbacks import SelfAlignRounds
+
+    if train_files is None:
+        warnings.warn("no round has curated rows yet: training on the training config's data.train_files", stacklevel=2)
+    callback = SelfAlignRounds(workdir=str(workdir), epochs_per_round=settings.epochs_per_round)
+    cli = build_cli(training_args(settings, workdir, train_files), callbacks=[callback])
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
 
 

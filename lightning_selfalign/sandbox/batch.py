@@ -62,7 +62,7 @@ def execute_rows(
     ``duration_s`` to ``output`` (other fields untouched); resumes a partial output. Returns the stats."""
     limits = limits or Limits()
     started = time.monotonic()
-    finished = finished_ids(output)
+    finished = finished_under(output, limits_of(limits))
     skipped: Counter = Counter()
     verdicts: Counter = Counter()
     own_pool = pool is None
@@ -76,9 +76,9 @@ def execute_rows(
                 if retry_timeouts and result.verdict == Verdict.TIMEOUT:
                     retried.append(row)
                     continue
-                _write(out, row, result, verdicts, bar)
+                _write(out, row, result, limits, verdicts, bar)
             for row in retried:  # alone: the other helpers are idle now
-                _write(out, row, pool.run(row["code"], row["tests"], limits), verdicts, bar)
+                _write(out, row, pool.run(row["code"], row["tests"], limits), limits, verdicts, bar)
     finally:
         if not bar.disable:
             bar.set_postfix(dict(verdicts.most_common()), refresh=False)
@@ -90,8 +90,28 @@ def execute_rows(
     return stats
 
 
-def _write(out: JsonlAppender, row: dict, result: ExecutionResult, verdicts: Counter, bar: tqdm) -> None:
-    out.write({**row, **result.row_fields()})
+def limits_of(limits: Limits) -> dict[str, Any]:
+    """The limits that can change a verdict, recorded in every executed row."""
+    return {"timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb, "run_as_main": limits.run_as_main}
+
+
+def finished_under(output: str | Path, limits: dict[str, Any]) -> set[str]:
+    """Ids already in ``output``; a row executed under other limits is an error, never silently kept."""
+    if not Path(output).exists():
+        return set()
+    finished = finished_ids(output)
+    for row in read_jsonl(output, allow_empty=True):
+        recorded = row.get("limits")
+        if recorded is not None and recorded != limits:
+            given = ", ".join(f"{k}={v}" for k, v in recorded.items())
+            raise UserError(f"{output}: rows were executed under other limits ({given}); rerun with those, or "
+                            "write to a new --output to execute under the new ones")  # fmt: skip
+    return finished
+
+
+def _write(out: JsonlAppender, row: dict, result: ExecutionResult, limits: Limits, verdicts: Counter,
+           bar: tqdm) -> None:  # fmt: skip
+    out.write({**row, **result.row_fields(), "limits": limits_of(limits)})
     new_kind = result.verdict not in verdicts
     verdicts[result.verdict] += 1
     bar.update()

@@ -20,8 +20,8 @@ from typing import Any
 from tqdm import tqdm
 
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.jsonl import JsonlAppender, finished_ids, write_stats
-from lightning_selfalign.sandbox.batch import todo_rows
+from lightning_selfalign.jsonl import JsonlAppender, write_stats
+from lightning_selfalign.sandbox.batch import finished_under, limits_of, todo_rows
 from lightning_selfalign.sandbox.types import Limits, Verdict
 
 BATCH_ROWS = 64
@@ -97,7 +97,7 @@ def execute_rows_ray(
     verdicts: Counter = Counter()
     executors = start_executors(ray, workers, isolation, allow_unsafe)
     described = ray.get(executors[0].describe.remote())
-    batches = _batches(todo_rows(rows, finished_ids(output), skipped))
+    batches = _batches(todo_rows(rows, finished_under(output, limits_of(limits)), skipped))
     pending: dict = {}
     bar = tqdm(desc="execute (ray)", unit="sample", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     try:
@@ -108,7 +108,7 @@ def execute_rows_ray(
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 executor = pending.pop(ready[0])
                 for row in ray.get(ready[0]):
-                    out.write(row)
+                    out.write({**row, "limits": limits_of(limits)})
                     verdicts[row["verdict"]] += 1
                     bar.update()
                 bar.set_postfix(dict(verdicts.most_common()), refresh=False)
