@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from collections.abc import Callable, Sequence
 
 from lightning_selfalign.errors import UserError
@@ -52,10 +53,41 @@ def run_command(command: str, args: Sequence[str]) -> object:
     from jsonargparse import CLI, ArgumentError
 
     function = _load(COMMANDS[command][0])
+    args = single_values_as_lists(function, args)
     try:
         return CLI(function, args=list(args), prog=f"selfalign {command}", as_positional=False, exit_on_error=False)
     except ArgumentError as exc:
         raise UserError(argument_error_line(exc, command)) from None
+
+
+def list_options(function: Callable) -> set[str]:
+    """Names of ``function``'s parameters that take a list."""
+    import typing
+
+    names = set()
+    for name, hint in typing.get_type_hints(function).items():
+        kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        if any(typing.get_origin(kind) is list for kind in kinds):
+            names.add(name)
+    return names
+
+
+def single_values_as_lists(function: Callable, args: Sequence[str]) -> list[str]:
+    """``--ks 1`` (or ``--ks=1``) for a list option becomes ``--ks+ 1``, so one value needs no brackets and a
+    repeated flag collects its values; ``--ks '[1, 10]'`` is left as it is."""
+    names, out, pending = list_options(function), [], False
+    for arg in args:
+        if pending and not arg.lstrip().startswith("["):
+            out[-1] += "+"
+        pending = False
+        flag, equals, value = arg.partition("=")
+        if flag.startswith("--") and flag[2:] in names:
+            if not equals:
+                pending = True
+            elif not value.lstrip().startswith("["):
+                arg = f"{flag}+={value}"
+        out.append(arg)
+    return out
 
 
 def argument_error_line(exc: Exception, command: str) -> str:

@@ -169,3 +169,11 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
         write_jsonl(tmp_path / "out.jsonl", rows())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
     assert (tmp_path / "out.jsonl").read_text() == '{"id": 0}\n', "the previous file is untouched"
+
+
+def test_a_list_option_takes_one_value_or_several_without_brackets():
+    result = selfalign("evaluate", "--ks", "1", "--ks=10", "--print_config")
+    assert result.returncode == 0, result.stderr
+    assert "ks:\n- 1\n- 10\n" in result.stdout
+    result = selfalign("evaluate", "--ks", "[1, 5]", "--print_config")
+    assert "ks:\n- 1\n- 5\n" in result.stdout
