@@ -46,7 +46,18 @@ def one_run(model_dir: str, workdir: str, arm: str, steps: int, warmup: int, bat
     trainable = sum(p.numel() for p in cli.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in cli.model.parameters())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({**clock.result(), "peak_rss_mb": peak_mb, "trainable": trainable, "parameters": total}))
+    print(json.dumps({**clock.result(), "peak_rss_mb": peak_mb, "train_state_mb": train_state_mb(cli),
+                      "trainable": trainable, "parameters": total}))  # fmt: skip
+
+
+def train_state_mb(cli) -> float:
+    """Weights, gradients and optimizer state held as tensors at the end of training, in MB."""
+    import torch
+
+    tensors = [p for p in cli.model.parameters()] + [p.grad for p in cli.model.parameters() if p.grad is not None]
+    for optimizer in cli.trainer.optimizers:
+        tensors += [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
 def main() -> None:
@@ -99,6 +110,8 @@ def main() -> None:
         "lora_speed_ratio": median("lora", "real_tokens_per_s") / median("full", "real_tokens_per_s"),
         "full_peak_rss_mb": median("full", "peak_rss_mb"),
         "lora_peak_rss_mb": median("lora", "peak_rss_mb"),
+        "full_train_state_mb": median("full", "train_state_mb"),
+        "lora_train_state_mb": median("lora", "train_state_mb"),
         "rounds": args.rounds,
     }
     print(json.dumps(summary, indent=2))

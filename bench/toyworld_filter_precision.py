@@ -1,8 +1,9 @@
 """How right is what the execution filter keeps? Ground truth for a code-world self-align run.
 
-For every round of each workdir: the share of responses whose code is right for the instruction it answers
-(judged by the world's reference, lightning_selfalign.toyworld.oracle, in the sandbox), among all executed
-responses, among those that passed their own tests, and among the curated rows; and the step counts of what
+For every round of each workdir: the share of responses whose code is right (judged by the world's reference,
+lightning_selfalign.toyworld.oracle, in the sandbox), among all executed responses, among those that passed their
+own tests, and among the curated rows; right for the instruction the response answers, and right for the docstring
+its code restates (the benchmark's own question: a body for the docstring above it); and the step counts of what
 was curated (the benchmark's tasks have 4). The loop never sees this; it measures the filter.
 
     python bench/toyworld_filter_precision.py runs/ablation-s0/filtered runs/ablation-s0/unfiltered
@@ -27,23 +28,30 @@ def share(judged: list[str]) -> str:
 
 
 def steps(row: dict) -> int | None:
-    description = stated_description(row.get("code") or "")
+    """Steps of the task the response's code states (its docstring), else of its instruction."""
+    description = stated_description(row.get("code") or "") or stated_description(row.get("instruction") or "")
     return description.count(", then ") + 1 if description else None
+
+
+def against_own_docstring(row: dict) -> dict:
+    """The row with its instruction replaced by the docstring its code restates (what the benchmark's format asks:
+    a body for the docstring above it)."""
+    return {**row, "instruction": f'"""{stated_description(row.get("code") or "") or ""}"""'}
 
 
 def round_summary(round_dir: Path, pool: SandboxPool) -> dict:
     executed = list(read_jsonl(round_dir / "executed.jsonl"))
     curated_ids = {row["id"] for row in read_jsonl(round_dir / "sft.jsonl")}
-    judged = list(judge_rows(executed, pool))
-    passed = [verdict for row, verdict in judged if row.get("verdict") == "pass"]
-    curated = [(row, verdict) for row, verdict in judged if row["id"] in curated_ids]
-    return {
-        "round": round_dir.name,
-        "right/all": share([verdict for _, verdict in judged]),
-        "right/passed": share(passed),
-        "right/curated": share([verdict for _, verdict in curated]),
-        "curated steps": dict(sorted(Counter(steps(row) for row, _ in curated).items(), key=str)),
-    }
+    summary: dict = {"round": round_dir.name}
+    for against, rows in (("instruction", executed), ("own docstring", [against_own_docstring(r) for r in executed])):
+        judged = list(judge_rows(rows, pool))
+        passed = [verdict for row, verdict in judged if row.get("verdict") == "pass"]
+        curated = [verdict for row, verdict in judged if row["id"] in curated_ids]
+        summary[f"right for {against}"] = {"all": share([v for _, v in judged]), "passed": share(passed),
+                                           "curated": share(curated)}  # fmt: skip
+    curated_rows = [row for row in executed if row["id"] in curated_ids]
+    summary["curated steps"] = dict(sorted(Counter(steps(row) for row in curated_rows).items(), key=str))
+    return summary
 
 
 def main() -> None:
