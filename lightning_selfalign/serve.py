@@ -2,9 +2,11 @@
 
 For CPU demos and tests, not production (use ``vllm serve`` there). It speaks the part of the API the
 openai engine uses: ``GET /v1/models``, ``POST /v1/completions`` and ``POST /v1/chat/completions`` with
-``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed`` and ``n=1``. Concurrent requests are gathered
-into batches (up to ``batch_size``, waiting at most ``max_wait_ms`` for company) and run by one thread,
-since the model is not thread-safe. Because the hf engine samples each row with its own seeded generator,
+``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``, ``n=1`` and ``stream`` (server-sent events in the
+API's chunk format; the text is sent once the completion is generated, a line per event, since the batcher
+generates whole completions). A request naming another model than the one served gets a 404, as the API answers.
+Concurrent requests are gathered into batches (up to ``batch_size``, waiting at most ``max_wait_ms`` for company)
+and run by one thread, since the model is not thread-safe. Because the hf engine samples each row with its own seeded generator,
 a request returns the same text here as through ``--engine hf`` directly, however it was batched.
 """
 
@@ -111,6 +113,25 @@ def response_body(model: str, completion: Completion, chat: bool) -> dict:
     }
 
 
+def stream_chunks(model: str, completion: Completion, chat: bool) -> list[dict]:
+    """The completion as the API's streamed chunks: the text a line at a time, then the finish reason."""
+    ident, created = f"cmpl-{uuid.uuid4().hex[:12]}", int(time.time())
+    pieces = completion.text.splitlines(keepends=True) or [""]
+
+    def chunk(text: str | None, finish: str | None) -> dict:
+        if chat:
+            delta = {} if text is None else {"content": text}
+            choice: dict = {"index": 0, "delta": delta, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        return {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice]}
+
+    first = [chunk(None, None) | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                              "finish_reason": None}]}] if chat else []  # fmt: skip
+    return first + [chunk(piece, None) for piece in pieces] + [chunk(None, completion.finish_reason)]
+
+
 def make_handler(model_name: str, batcher: Batcher) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -151,12 +172,33 @@ def make_handler(model_name: str, batcher: Batcher) -> type[BaseHTTPRequestHandl
             except (BadRequest, ValueError, TypeError, KeyError) as exc:
                 self._error(400, str(exc))
                 return
+            if body.get("model") not in (None, model_name):
+                self._send(404, {"error": {"message": f"The model `{body['model']}` does not exist; this server "
+                                           f"serves `{model_name}`", "type": "invalid_request_error",
+                                           "code": "model_not_found"}})  # fmt: skip
+                return
             try:
                 completion = batcher.submit(request, sampling)
             except Exception as exc:  # a failed generation is the server's fault: 500, and the client may retry
                 self._error(500, f"{type(exc).__name__}: {exc}")
                 return
-            self._send(200, response_body(model_name, completion, chat))
+            if body.get("stream"):
+                self._stream(stream_chunks(model_name, completion, chat))
+            else:
+                self._send(200, response_body(model_name, completion, chat))
+
+        def _stream(self, chunks: list[dict]) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for chunk in chunks:
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+            self.close_connection = True
 
     return Handler
 

@@ -347,3 +347,29 @@ def test_server_down_is_one_line_error_from_the_cli(tmp_path):
 if __name__ == "__main__":
     ARGS = _parse_args(sys.argv[1:])
     run_scripted_server()
+
+
+@pytest.mark.timeout(300)
+def test_served_model_streams_with_the_openai_client_and_refuses_other_model_names(tiny_model_dir):
+    import openai
+
+    server = ServerProcess([sys.executable, "-m", "lightning_selfalign.serve", f"--model={tiny_model_dir}",
+                            "--port=0", "--served_model_name=tiny"])  # fmt: skip
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key="none", max_retries=0)
+        asked = dict(model="tiny", prompt="def f(x):\n", max_tokens=24, temperature=0.7, seed=3)
+        whole = client.completions.create(**asked).choices[0]
+        chunks = list(client.completions.create(**asked, stream=True))
+        assert len(chunks) >= 2, "text chunks, then the finish reason"
+        assert "".join(c.choices[0].text for c in chunks) == whole.text
+        assert chunks[-1].choices[0].finish_reason == whole.finish_reason
+        messages = [{"role": "user", "content": "Write f."}]
+        reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=16, seed=1)
+        streamed = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=16, seed=1,
+                                                       stream=True))  # fmt: skip
+        assert "".join(c.choices[0].delta.content or "" for c in streamed) == reply.choices[0].message.content
+        with pytest.raises(openai.NotFoundError, match="does not exist"):
+            client.completions.create(model="gpt-4", prompt="x", max_tokens=2)
+        assert [m.id for m in client.models.list()] == ["tiny"]
+    finally:
+        server.stop()
