@@ -6,8 +6,8 @@ openai engine uses: ``GET /v1/models``, ``POST /v1/completions`` and ``POST /v1/
 API's chunk format; the text is sent once the completion is generated, a line per event, since the batcher
 generates whole completions). A request naming another model than the one served gets a 404, as the API answers.
 Concurrent requests are gathered into batches (up to ``batch_size``, waiting at most ``max_wait_ms`` for company)
-and run by one thread, since the model is not thread-safe. Because the hf engine samples each row with its own seeded generator,
-a request returns the same text here as through ``--engine hf`` directly, however it was batched.
+and run by one thread, since the model is not thread-safe. Because the hf engine samples each row with its own
+seeded generator, a request returns the same text here as through ``--engine hf`` directly, however it was batched.
 """
 
 from __future__ import annotations

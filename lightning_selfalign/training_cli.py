@@ -6,6 +6,7 @@ beside the logs of every run. The tokenizer of the data always follows the model
 
 from __future__ import annotations
 
+import re
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -66,6 +67,31 @@ def latest_last_checkpoint(trainer: Trainer) -> Path | None:
     folders.update(Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None))
     found = [path for folder in folders if folder.exists() for path in folder.rglob("last*.ckpt")]
     return max(found, key=lambda path: path.stat().st_mtime) if found else None
+
+
+# A logger or plugin whose package is missing: where to get it.
+EXTRA_HINTS = {
+    "tensorboard": "; pip install 'lightning-selfalign[tensorboard]'",
+    "wandb": "; pip install wandb",
+    "mlflow": "; pip install mlflow",
+}
+
+
+def class_problem_line(exc: Exception) -> str | None:
+    """One line for a class LightningCLI could not build because a package is missing (a logger's, usually), else
+    None. jsonargparse reports it inside a ValueError listing each union member it tried."""
+    text = str(exc)
+    found = re.search(r"Problem with given class_path '([^']+)':\s*\n\s*(.+)", text)
+    if found:
+        name, problem = found[1], found[2].strip()
+    elif isinstance(exc, ModuleNotFoundError):
+        name, problem = "", text.splitlines()[0] if text else repr(exc)
+    else:
+        return None
+    if not re.search(r"is available|not available|No module named|not met", text):
+        return None
+    hint = next((hint for key, hint in EXTRA_HINTS.items() if key in problem), "")
+    return f"{name}: {problem}{hint}" if name else f"{problem}{hint}"
 
 
 def check_checkpoint_path(ckpt_path: str | None) -> None:
@@ -130,6 +156,11 @@ def run_lightning_cli(args: Sequence[str]) -> SelfAlignCLI:
             auto_configure_optimizers=False,
             parser_kwargs={"prog": "selfalign", "exit_on_error": False},
         )
+    except (ModuleNotFoundError, ValueError) as exc:  # e.g. --trainer.logger TensorBoardLogger without tensorboard
+        line = class_problem_line(exc)
+        if line is None:
+            raise
+        raise UserError(line) from None
     except ArgumentError as exc:
         line = argument_error_line(exc, args[0] if args else "fit")
         if "--optimizer" in line or "--lr_scheduler" in line:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -177,3 +178,19 @@ def test_a_list_option_takes_one_value_or_several_without_brackets():
     assert "ks:\n- 1\n- 10\n" in result.stdout
     result = selfalign("evaluate", "--ks", "[1, 5]", "--print_config")
     assert "ks:\n- 1\n- 5\n" in result.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed here")
+def test_a_logger_without_its_package_is_one_line(tiny_model_dir, tmp_path):
+    from test_training import _fit_args, _write_sft
+
+    data = _write_sft(tmp_path / "sft.jsonl", 4)
+    args = _fit_args(tiny_model_dir, data, tmp_path / "run", "--trainer.max_steps", "1")
+    args[args.index("lightning.pytorch.loggers.CSVLogger")] = "lightning.pytorch.loggers.TensorBoardLogger"
+    result = selfalign(*args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: lightning.pytorch.loggers.TensorBoardLogger: Neither `tensorboard` nor `tensorboardX` is "
+        "available. Try `pip install`ing either.; pip install 'lightning-selfalign[tensorboard]'"
+    ]
