@@ -82,10 +82,12 @@ def planted_rows(rng: random.Random) -> list[tuple[str, str, str]]:
 
 def stdlib_seeds(limit: int = 1200) -> list[tuple[str, str]]:
     """Seeds from the project's own miner over the standard library, with its HumanEval filter off (else the
-    check would be circular)."""
+    check would be circular), under the wider rules (methods, what a function uses, no type check): over 1,000."""
     from lightning_selfalign.seeds import SeedFilters, mine_seeds
 
-    rows, _ = mine_seeds(filters=SeedFilters(decontaminate=False), workers=2)
+    wide = SeedFilters(decontaminate=False, methods=True, banned_scope="function", infer_imports=False,
+                       type_check=False, near_duplicate_threshold=0.7)  # fmt: skip
+    rows, _ = mine_seeds(filters=wide, workers=2)
     return [(row["source"], row["seed"]) for row in rows[:limit]]
 
 
