@@ -1,7 +1,7 @@
 """Parameter-efficient fine-tuning: LoRA and QLoRA adapters on the causal LM, and their export.
 
 - ``lora``: low-rank adapters (``peft``) on the chosen linear layers; the base weights are frozen, only the adapters
-  train, and checkpoints hold both (resume is exact, as for full fine-tuning).
+  train, and checkpoints hold the adapters alone (the base is reloaded from its folder; resume is exact).
 - ``qlora``: the same adapters on a base loaded in 4-bit NF4 with double quantisation and bf16 compute, as the QLoRA
   paper sets it (bitsandbytes, CUDA only).
 

@@ -60,12 +60,17 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> torch.nn.Module:
     """The trained transformers model, built on the meta device and filled with the checkpoint's tensors (a LoRA
     checkpoint's adapters merged into the base model it names)."""
     hparams = checkpoint["hyper_parameters"]
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    state = model_state(checkpoint)
     if is_adapted(state):
         _, adapters = split_state(state)
         state = merge_adapters(base_weights(hparams, next(iter(adapters.values())).dtype), adapters,
                                settings_of(hparams).scaling)  # fmt: skip
     return model_from_state(hparams, state)
+
+
+def model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The transformers model's tensors in a SelfAlignLM checkpoint (its ``model.`` prefix removed)."""
+    return {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
 
 
 def base_weights(hparams: dict[str, Any], dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -156,7 +161,7 @@ def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, metrics: di
     """Write the Hugging Face folder for ``ckpt_path`` into ``output_dir``; returns the folder. A LoRA
     checkpoint's adapters are merged into the base weights, or written in peft's layout with ``merge=False``."""
     checkpoint = read_checkpoint(ckpt_path)
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    state = model_state(checkpoint)
     if not merge and is_adapted(state):
         return write_adapter_folder(split_state(state)[1], checkpoint, output_dir, metrics)
     return write_model_folder(model_from_checkpoint(checkpoint), checkpoint, output_dir, metrics)

@@ -11,7 +11,7 @@ import glob
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +125,19 @@ def _cut_torn_tail(path: Path) -> None:
         handle.truncate(0)
 
 
-def finished_ids(path: str | Path, key: str = "id") -> set[str]:
-    """Ids already written to an output file (tolerates a torn last line); empty if the file is absent."""
+def finished_ids(path: str | Path, key: str = "id", check: Callable[[dict[str, Any]], None] | None = None) -> set[str]:
+    """Ids already written to an output file (tolerates a torn last line); empty if the file is absent. ``check``
+    sees each row in the same pass (to refuse rows written under other settings)."""
     path = Path(path)
     if not path.exists():
         return set()
     _cut_torn_tail(path)
-    return {str(row[key]) for row in read_jsonl(path, required=[key], allow_empty=True)}
+    ids = set()
+    for row in read_jsonl(path, required=[key], allow_empty=True):
+        if check is not None:
+            check(row)
+        ids.add(str(row[key]))
+    return ids
 
 
 def write_row(handle: Any, row: dict[str, Any]) -> None:

@@ -176,7 +176,10 @@ class InstructionDataModule(pl.LightningDataModule):
         self._load_if_changed()
         assert self._train_rows is not None, "setup() loads the training rows"
         rank, world, _, _ = self._trainer_layout()
-        return len(packing.shard_batches(-(-len(self._train_rows) // self.hparams.batch_size), rank, world))
+        return self._batches_per_epoch(self._train_rows, rank, world)
+
+    def _batches_per_epoch(self, rows: packing.Rows, rank: int, world: int) -> int:
+        return len(packing.shard_batches(-(-len(rows) // self.hparams.batch_size), rank, world))
 
     def state_dict(self) -> dict[str, Any]:
         """The train loader's position, saved in every checkpoint by Lightning."""
@@ -275,7 +278,7 @@ class InstructionDataModule(pl.LightningDataModule):
             group_by_length=hp.group_by_length and shuffle, seed=hp.seed, rank=rank, world_size=world,
             accumulate=accumulate if training else 1,
         )  # fmt: skip
-        num_batches = len(packing.shard_batches(-(-len(rows) // hp.batch_size), rank, world))  # = train_batches()
+        num_batches = self._batches_per_epoch(rows, rank, world)
         epoch = epoch if training else 0
         sampler = PlannedBatchSampler(plan_for_epoch, num_batches, rank, world, shuffle, hp.seed, epoch)
         dataset = PlannedBatches(source.examples, hp.packing, pad_id_of(self.tokenizer))

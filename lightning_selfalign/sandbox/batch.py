@@ -97,16 +97,15 @@ def limits_of(limits: Limits) -> dict[str, Any]:
 
 def finished_under(output: str | Path, limits: dict[str, Any]) -> set[str]:
     """Ids already in ``output``; a row executed under other limits is an error, never silently kept."""
-    if not Path(output).exists():
-        return set()
-    finished = finished_ids(output)
-    for row in read_jsonl(output, allow_empty=True):
+
+    def same_limits(row: dict[str, Any]) -> None:
         recorded = row.get("limits")
         if recorded is not None and recorded != limits:
             given = ", ".join(f"{k}={v}" for k, v in recorded.items())
             raise UserError(f"{output}: rows were executed under other limits ({given}); rerun with those, or "
                             "write to a new --output to execute under the new ones")  # fmt: skip
-    return finished
+
+    return finished_ids(output, check=same_limits)
 
 
 def _write(out: JsonlAppender, row: dict, result: ExecutionResult, limits: Limits, verdicts: Counter,
