@@ -233,9 +233,10 @@ def write_stats(output: str | Path, stats: dict[str, Any]) -> Path:
 
 
 def fingerprint(obj: Any) -> str:
-    """Stable 16-hex digest of any JSON-serialisable settings (prompt template, sampling, limits...)."""
+    """Stable 16-hex digest of any JSON-serialisable settings (prompt template, sampling, limits...); text UTF-8
+    cannot hold (a lone surrogate) is hashed as its surrogate code unit, as JSON keeps it, not refused."""
     canonical = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def stable_id(*parts: Any) -> str:

@@ -66,9 +66,9 @@ def test_execute_one_off():
 def test_failure_reason_names_exception_and_line():
     result = execute("def add(a, b):\n    return a - b", "assert add(1, 2) == 3, 'add is wrong'")
     assert result.verdict == Verdict.FAIL
-    assert result.reason == "AssertionError: add is wrong (main.py line 3)"
+    assert result.reason == "AssertionError: add is wrong (tests line 1)"
     error = execute("def f():\n    return {}['k']", "assert f()")
-    assert error.verdict == Verdict.ERROR and error.reason.startswith("KeyError: 'k'")
+    assert error.verdict == Verdict.ERROR and error.reason == "KeyError: 'k' (main.py line 2)"
 
 
 def test_pool_reports_protections(pool):
@@ -127,7 +127,7 @@ def test_rows_pass_through_and_resume(pool, tmp_path):
     assert [r["id"] for r in written] == ["a", "b"]
     assert written[0]["meta"] == {"round": 2}
     assert set(written[1]) == {"id", "code", "tests", "verdict", "reason", "tests_run", "duration_s", "limits"}
-    assert written[1]["limits"] == {"timeout_s": 10.0, "memory_mb": 1024, "run_as_main": False}
+    assert written[1]["limits"] == {"timeout_s": 10.0, "memory_mb": 1024, "run_as_main": False, "policy": False}
     assert json.loads((tmp_path / "out.stats.json").read_text())["rows_out"] == 1
     with pytest.raises(UserError, match="executed under other limits .*timeout_s=10.0"):
         execute_rows(rows, out, Limits(timeout_s=4.0), pool=pool, progress=False)
@@ -248,6 +248,41 @@ def test_sysv_memory_and_message_queues_do_not_outlive_their_sample():
     assert (left.verdict, found.verdict) == ("pass", "pass"), (left, found)
 
 
+def test_a_sample_finds_nothing_of_the_previous_one_in_its_own_memory():
+    """The forker never unmarshals a job and zeroes the buffer it read one into: a sample that scans every page it
+    can read finds the previous sample's source nowhere (only its own search pattern)."""
+    scan = (
+        "import ctypes\n\ndef found(pattern):\n    hits = 0\n    for line in open('/proc/self/maps'):\n"
+        "        fields = line.split()\n        if 'r' not in fields[1] or fields[-1].startswith('[v'):\n"
+        "            continue\n        start, end = (int(x, 16) for x in fields[0].split('-'))\n"
+        "        hits += ctypes.string_at(start, end - start).count(pattern)\n    return hits\n"
+    )
+    with SandboxPool(workers=1) as single:
+        left = single.run("VALUE = 1", f"assert {'Q7ZK' * 1000!r} and VALUE == 1", Limits())
+        seen = single.run(scan, "hits = found(('Q7' + 'ZK').encode() * 200)\nassert hits == 1, hits", Limits())
+    assert (left.verdict, seen.verdict) == ("pass", "pass"), seen
+
+
+@pytest.mark.timeout(120)
+def test_memory_of_a_helper_and_its_samples_is_bounded_as_a_whole():
+    """Five processes of 200 MB each stay under a 256 MB per-process cap, not under the helper's cgroup (the cap plus
+    its headroom): the kernel kills some. Without a memory cgroup the pool says memory is bounded per process only."""
+    code = (
+        "import os, time\npids = []\nfor _ in range(5):\n    pid = os.fork()\n    if pid == 0:\n"
+        "        x = bytearray(200 << 20)\n        for i in range(0, len(x), 4096):\n            x[i] = 1\n"
+        "        time.sleep(1.5)\n        os._exit(0)\n    pids.append(pid)\n"
+        "status = [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids]"
+    )
+    with SandboxPool(workers=1) as single:
+        if not any("cgroup" in p for p in single.protections):
+            assert any("per process only" in p for p in single.protections), single.protections
+            pytest.skip("no memory cgroup can be made here")
+        flood = single.run(code, "assert status == [0] * 5, status", Limits(memory_mb=256, timeout_s=60))
+        after = single.run("x = bytearray(100 << 20)", "assert len(x) == 100 << 20", Limits(memory_mb=256))
+    assert flood.verdict == "fail" and "-9" in flood.reason, flood
+    assert after.verdict == "pass" and single.replaced == 0, after
+
+
 def test_each_sample_gets_a_pristine_main_module():
     """The forker makes ``__main__`` once; every sample must still start from an untouched one of its own."""
     with SandboxPool(workers=1) as single:
@@ -332,13 +367,17 @@ with SandboxPool(workers=1, isolation=sys.argv[2]) as pool:
                  limits),
         pool.run("import os, extra_module", "d = os.path.dirname(extra_module.__file__)\\n"
                  "open(os.path.join(d, 'nested', 'x'), 'w').write('x')", limits),
+        pool.run("import subprocess, sys", "out = subprocess.run([sys.executable, '-c', 'import extra_module as m; "
+                 "print(m.VALUE)'], capture_output=True, text=True)\\nassert out.stdout == '42\\\\n', out", limits),
     ]
 print(json.dumps([(r.verdict, r.reason) for r in runs]))
 """
         python = str(root / "venv" / "bin" / "python")
         done = subprocess.run([python, "-c", script, str(root), isolation], capture_output=True, text=True, cwd="/")
         assert done.returncode == 0, done.stderr[-3000:]
-        imported, written, renamed, scratch, clean, inside = json.loads(done.stdout.strip().splitlines()[-1])
+        imported, written, renamed, scratch, clean, inside, executable = json.loads(
+            done.stdout.strip().splitlines()[-1]
+        )
         assert imported == ["pass", ""], imported
         assert written[0] == "error" and ("Read-only file system" in written[1] or "Permission" in written[1]), written
         assert renamed[0] == "error" and ("Read-only" in renamed[1] or "busy" in renamed[1]), renamed
@@ -346,6 +385,7 @@ print(json.dumps([(r.verdict, r.reason) for r in runs]))
         assert (site / "extra_module.py").read_text() == "VALUE = 42\n"
         assert inside[0] == "error" and ("Read-only" in inside[1] or "Permission" in inside[1]), inside
         assert not (nested / "x").exists()
+        assert executable == ["pass", ""], executable  # the whole virtualenv is there: sys.executable runs in it
     finally:
         if mounted:
             subprocess.run(["umount", str(nested)])

@@ -239,6 +239,25 @@ CASES: dict[str, tuple[str, str, set[str]]] = {
         {"pass"},
     ),
     "uncalled_test_function": ("x = 1", "def test_x():\n    assert x == 2", {"no_tests"}),
+    # third pass: the sample is no session leader, so its process group holds its helper and forker (each PID 1 of a
+    # namespace above it, so the kernel drops the signal); keyrings are not namespaced, so they are closed
+    "child_kills_its_process_group": (
+        "import os, signal, time\nif os.fork() == 0:\n    os.kill(0, signal.SIGKILL)\n    os._exit(0)\ntime.sleep(0.2)",
+        "assert True",
+        {"pass"},
+    ),
+    "kills_its_process_group_by_id": (
+        "import os, signal\nos.killpg(os.getpgid(0), signal.SIGKILL)",
+        "assert True",
+        {"pass"},
+    ),
+    "keyring_add_key": (
+        # add_key(type, description, payload, length, the user keyring)
+        "import ctypes, platform\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "key = libc.syscall({'x86_64': 248, 'aarch64': 217}[platform.machine()], b'user', b'left', b'v', 1, -4)",
+        "assert key == -1 and ctypes.get_errno() == 1, (key, ctypes.get_errno())",
+        {"pass"},
+    ),
 }
 
 

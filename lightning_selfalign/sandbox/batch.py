@@ -92,7 +92,8 @@ def execute_rows(
 
 def limits_of(limits: Limits) -> dict[str, Any]:
     """The limits that can change a verdict, recorded in every executed row."""
-    return {"timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb, "run_as_main": limits.run_as_main}
+    recorded = {"timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb, "run_as_main": limits.run_as_main}
+    return {**recorded, "policy": limits.policy}
 
 
 def finished_under(output: str | Path, limits: dict[str, Any]) -> set[str]:
@@ -100,7 +101,7 @@ def finished_under(output: str | Path, limits: dict[str, Any]) -> set[str]:
 
     def same_limits(row: dict[str, Any]) -> None:
         recorded = row.get("limits")
-        if recorded is not None and recorded != limits:
+        if recorded is not None and {"policy": False, **recorded} != limits:  # rows from before the policy: off
             given = ", ".join(f"{k}={v}" for k, v in recorded.items())
             raise UserError(f"{output}: rows were executed under other limits ({given}); rerun with those, or "
                             "write to a new --output to execute under the new ones")  # fmt: skip
@@ -147,6 +148,7 @@ def execute_command(
     ray_address: str | None = None,
     retry_timeouts: bool = True,
     run_as_main: bool = False,
+    policy: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run each row's code + tests in the sandbox and write the rows with their verdicts.
@@ -165,13 +167,17 @@ def execute_command(
         run_as_main: run each sample as ``__main__``, so its ``if __name__ == "__main__":`` block runs before the
             tests; by default it runs as ``main``, as HumanEval's harness runs it (a block that calls
             ``sys.exit(main())`` or reads ``input()`` would otherwise fail a correct program).
+        policy: refuse, without running it, a sample whose code or tests reach for what no solution needs (frames,
+            gc, tracing, ctypes, builtins, signal handlers, patched modules, an always-equal ``__eq__``): the verdict
+            ``policy`` names the rule. Such samples can forge a verdict from inside; the cost is that programs that
+            really use ``signal`` or ``ctypes`` are kept out of the data. ``--policy false`` runs them.
         progress: show a progress bar.
     """
     if timeout <= 0 or memory <= 0:
         raise UserError(f"--timeout and --memory must be positive (got {timeout}, {memory})")
     if executor not in ("local", "ray"):
         raise UserError(f"--executor must be local or ray, got {executor!r}")
-    limits = Limits(timeout_s=timeout, memory_mb=memory, run_as_main=run_as_main)
+    limits = Limits(timeout_s=timeout, memory_mb=memory, run_as_main=run_as_main, policy=policy)
     refuse_output_among_inputs(input, output)
     rows = read_jsonl(input, required=REQUIRED_EXECUTE, types={"id": (str, int), "code": str, "tests": str})
     if executor == "ray":

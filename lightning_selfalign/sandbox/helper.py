@@ -5,18 +5,20 @@ inside bubblewrap when available, and imports only the standard library, so that
 reachable and forking stays cheap. This file holds what the forker and the samples need; the per-request work
 (compiling, supervising, verdicts: ``supervision.py``) is loaded only after the forker exists.
 
-At start (namespace modes) the helper drops to its unprivileged uid, enters a user namespace of its own
-(mapped to that uid, so ``RLIMIT_NPROC`` holds even for root's library), a PID namespace of its own (it is
-its PID 1) and a mount namespace with a size-capped tmpfs on /tmp and /dev/shm. It then preloads a few small
-common modules and forks the *forker*, a copy of itself that does nothing but fork samples: a process that
-forks has all its pages write-protected, so every page it writes afterwards faults once, and the helper's own
-work (JSON, parsing, compiling) would write hundreds per sample. Per sample the forker gets the compiled program
-and two pipe fds, imports any allowlisted module the source names that it has not loaded yet (so later samples
-get it free, while the forker stays as small as the workload allows), unshares a fresh PID namespace and forks:
-the child is PID 1 there, so when it dies the kernel kills every process it started. The forker hands back its
-pid and, once it has reaped the child, its wait status. The child sets the rlimits, redirects
-stdin/stdout/stderr, drops its capabilities (no-new-privs it inherits from the forker) and runs the harness.
-"""
+At start (namespace modes) the helper drops to its unprivileged uid, enters a user namespace of its own (mapped to
+that uid, so ``RLIMIT_NPROC`` holds even for root's library), a PID namespace of its own (it is its PID 1), a
+session of its own, and a mount namespace with a size-capped tmpfs on /tmp and /dev/shm. It then preloads a few
+small common modules and forks the *forker*, a copy of itself that does nothing but fork samples (PID 1 of a PID
+namespace of its own, with a seccomp filter that closes the kernel's keyrings): a process that forks has all its
+pages write-protected, so every page it writes afterwards faults once, and the helper's own work (JSON, parsing,
+compiling) would write hundreds per sample. Per sample the forker gets the compiled program (marshalled; only the
+sample unmarshals it, and the forker zeroes its buffer after each sample, so no sample finds an earlier one's source
+in the memory it was forked with) and two pipe fds, imports any allowlisted module the source names that it has not
+loaded yet (so later samples get it free, while the forker stays as small as the workload allows), unshares a fresh
+PID and IPC namespace and forks: the child is PID 1 there, so when it dies the kernel kills every process it
+started. The forker hands back its pid with a pidfd of it and, once it has reaped the child, its wait status. The
+child sets the rlimits, redirects stdin/stdout/stderr, drops its capabilities (no-new-privs it inherits from the
+forker) and runs the harness, with the scratch dir (where the helper wrote ``main.py``) first on ``sys.path``."""
 
 import _signal
 import _socket
@@ -116,11 +118,14 @@ def mount_private_dirs(scratch_mb: int) -> None:
 
 
 def paths_under_scratch() -> list[str]:
-    """What this interpreter imports from (its prefixes, ``sys.path``: directories or zip files) that lies under a
-    scratch dir, outermost only: a checkout or virtualenv in /tmp, as CI and pytest make. Each entry counts both as
-    named and as resolved, since a path elsewhere may be a link into /tmp."""
+    """What this interpreter imports from (its prefixes, ``sys.path``: directories or zip files) and runs from (its
+    virtualenv, whole, for samples that start ``sys.executable``) that lies under a scratch dir, outermost only: a
+    checkout or virtualenv in /tmp, as CI and pytest make. Each entry counts both as named and as resolved, since a
+    path elsewhere may be a link into /tmp."""
+    executable = os.path.dirname(os.path.abspath(sys.executable))
+    venv = os.path.dirname(executable)
     candidates = set()
-    for entry in (*sys.path, sys.prefix, sys.base_prefix):
+    for entry in (*sys.path, sys.prefix, sys.base_prefix, venv if os.path.exists(venv + "/pyvenv.cfg") else executable):
         if entry:
             candidates.update((os.path.abspath(entry), os.path.realpath(entry)))
     under = [p for p in candidates if os.path.exists(p) and any(p.startswith(s + os.sep) for s in SCRATCH_DIRS)]
@@ -218,6 +223,42 @@ def remove_tree(top: str) -> None:
             stuck.add(path)
 
 
+# machine: (its AUDIT_ARCH_*, its numbers of add_key, request_key and keyctl)
+SECCOMP_ARCHES = {"x86_64": (0xC000003E, (248, 249, 250)), "aarch64": (0xC00000B7, (217, 218, 219))}
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+
+
+def deny_keyrings() -> None:
+    """A seccomp filter, installed once in the forker and so inherited by every sample: the kernel's keyrings
+    (``add_key``, ``request_key``, ``keyctl``) fail with EPERM, and so does every call through another ABI (x32,
+    32-bit), where those have other numbers. Keyrings are not namespaced: a key one sample stored, the next could
+    read. Nothing is installed on other machines, or where seccomp is refused; the probe reports which."""
+    arch = SECCOMP_ARCHES.get(os.uname().machine)
+    if arch is None:
+        return
+    audit_arch, numbers = arch
+    load, equal, at_least, give = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, deny, n = 0x7FFF0000, 0x00050000 | 1, len(numbers)  # SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO | EPERM
+    program = [
+        (load, 0, 0, 4),  # seccomp_data.arch
+        (equal, 0, n + 3, audit_arch),
+        (load, 0, 0, 0),  # seccomp_data.nr
+        (at_least, n + 1, 0, 0x40000000),  # x32 calls on x86_64
+        *((equal, n - k, 0, number) for k, number in enumerate(numbers)),
+        (give, 0, 0, allow),
+        (give, 0, 0, deny),
+    ]
+
+    class Filter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+
+    filters = (Filter * len(program))(*program)
+    libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(Program(len(program), filters)), 0, 0)
+
+
 def drop_capabilities() -> None:
     """No effective, permitted or inheritable capabilities.
 
@@ -241,40 +282,48 @@ def redirect_fds(devnull: int, output_w: int, result_w: int) -> None:
     os.closerange(RESULT_FD + 1, 65536)
 
 
-def run_sample_process(job: dict, config: dict, output_w: int, result_w: int) -> None:
+def run_sample_process(payload: memoryview, config: dict, output_w: int, result_w: int) -> None:
     """The forked sample (PID 1 of its own namespace when namespaces are on): lock down, run the harness.
 
     Every page a fresh child writes is copied, so this path is kept to few calls and no new objects: the rlimit
     pairs come ready-made, its /dev/null is opened by the forker, and with namespaces the working directory (/tmp,
-    private to the helper's mount namespace) is the forker's own."""
+    private to the helper's mount namespace) is the forker's own. The job is unmarshalled here, from ``payload`` (in
+    the forker's buffer): the forker's own memory never holds it, so no later sample finds it there."""
+    nonce = ""
     try:
+        nonce, program, scratch, rlimits, as_main = marshal.loads(payload)
         if not config["namespaces"]:  # with them, the helper (its PID namespace's init) dies if the forker does
             libc.prctl(PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
-        os.setsid()
-        if job["scratch"]:
-            os.chdir(job["scratch"])
+            os.setsid()  # a process group of its own, which the helper kills with it
+        if scratch:
+            os.chdir(scratch)
         redirect_fds(config["devnull"], output_w, result_w)
         setrlimit = resource.setrlimit
-        for which, pair in job["rlimits"]:
+        for which, pair in rlimits:
             setrlimit(which, pair)
         drop_capabilities()  # the environment is already the allowlist: set_environment ran before the forker was made
     except BaseException as exc:
-        os.write(result_w, f"\nSELFALIGN-SETUP {job['nonce']} {type(exc).__name__}: {exc}\n".encode())
+        os.write(result_w, f"\nSELFALIGN-SETUP {nonce} {type(exc).__name__}: {exc}\n".encode())
         os._exit(124)
-    program = marshal.loads(job["program"]) if job["program"] else (job["code"], job["tests"])
+    if scratch:  # where main.py is, as for ``python main.py`` (with namespaces the forker put /tmp there)
+        sys.path.insert(0, scratch)
     module = config.get("main") or harness.prepare_main(os.getcwd())
-    harness.name_module(module, job["limits"].get("run_as_main", False))
-    harness.run(program, job["nonce"], RESULT_FD, module)
+    harness.name_module(module, as_main)
+    harness.run(program, nonce, RESULT_FD, module)
 
 
-def fork_sample(job: dict, config: dict, output_w: int, result_w: int) -> int:
+def fork_sample(payload: memoryview, config: dict, output_w: int, result_w: int) -> int:
     """Fork the sample process; with namespaces it is PID 1 of a fresh PID namespace, in a fresh IPC namespace (the
-    forker moves into it, so the SysV memory, semaphores and POSIX message queues a sample leaves die with it)."""
+    forker moves into it, so the SysV memory, semaphores and POSIX message queues a sample leaves die with it).
+
+    With namespaces the sample stays in the helper's session and process group, so that it is no session leader
+    (``os.setsid()`` works) and needs no group of its own: the forker and the helper, the only other members, are
+    each PID 1 of a PID namespace above the sample's, so the kernel drops its signals to them."""
     if config["namespaces"] and _unshare(CLONE_NEWPID | CLONE_NEWIPC):
         _check(libc.unshare(CLONE_NEWPID | CLONE_NEWIPC), "unshare PID and IPC namespaces")
     pid = os.fork()
     if pid == 0:
-        run_sample_process(job, config, output_w, result_w)
+        run_sample_process(payload, config, output_w, result_w)
     if config["namespaces"] and _setns(config["pid_ns_fd"], CLONE_NEWPID):
         _check(libc.setns(config["pid_ns_fd"], CLONE_NEWPID), "setns back to our PID namespace")
     return pid
@@ -285,8 +334,11 @@ def start_forker(config: dict) -> _socket.socket:
 
     Forking write-protects every private page of the forking process, so each page it writes afterwards faults
     once (about 1.3 us here). The helper writes hundreds of pages per sample (parsing, compiling, JSON); the
-    forker only a few, as its memory stays as it was at this fork. Returns our end of its socket."""
+    forker only a few, as its memory stays as it was at this fork. With namespaces the forker is PID 1 of a PID
+    namespace of its own (see ``fork_sample``). Returns our end of its socket."""
     ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    if config["namespaces"]:
+        _check(libc.unshare(CLONE_NEWPID), "unshare the forker's PID namespace")
     pid = os.fork()
     if pid == 0:
         ours.close()
@@ -294,6 +346,8 @@ def start_forker(config: dict) -> _socket.socket:
             serve_forks(theirs, config)
         finally:
             os._exit(0)
+    if config["namespaces"]:
+        _check(libc.setns(config["pid_ns_fd"], CLONE_NEWPID), "setns back to our PID namespace")
     theirs.close()
     return ours
 
@@ -301,39 +355,57 @@ def start_forker(config: dict) -> _socket.socket:
 _FDS_SPACE = _socket.CMSG_SPACE(struct.calcsize("2i"))
 
 
-def _receive_job(sock: _socket.socket, buffer: bytearray) -> tuple[dict | None, tuple[int, ...]]:
-    """One job (length-prefixed marshal) and the two pipe fds sent with it; (None, fds) when the helper is gone.
+def _receive_job(sock: _socket.socket, buffer: bytearray) -> tuple[list, memoryview | None, memoryview, tuple]:
+    """One job and the two pipe fds sent with it: (the modules to import first, the rest of the job still marshalled,
+    the part of the buffer the job fills, fds); a None payload when the helper is gone. The job is two marshals after
+    their lengths: the imports, for us, and the payload, which only the sample unmarshals (``run_sample_process``).
 
     Read into ``buffer``, which lives as long as the forker: every page the forker writes after a fork faults
-    once, so it reuses the same memory rather than allocating (and freeing) new buffers per sample."""
-    header, ancillary, _, _ = sock.recvmsg(8, _FDS_SPACE)
+    once, so it reuses the same memory rather than allocating (and freeing) new buffers per sample. The caller zeroes
+    it after each sample (``_wipe``)."""
+    header, ancillary, _, _ = sock.recvmsg(16, _FDS_SPACE)
     fds = struct.unpack("2i", ancillary[0][2]) if ancillary and len(ancillary[0][2]) == 8 else ()
     if len(fds) != 2:
-        return None, fds
-    while len(header) < 8:
-        chunk = sock.recv(8 - len(header))
+        return [], None, memoryview(b""), fds
+    while len(header) < 16:
+        chunk = sock.recv(16 - len(header))
         if not chunk:
-            return None, fds
+            return [], None, memoryview(b""), fds
         header += chunk
-    length = struct.unpack("<Q", header)[0]
+    head, body = struct.unpack("<QQ", header)
+    length = head + body
     # A job larger than the buffer (a huge source) gets memory of its own, freed after it: a buffer grown to fit it
     # would stay that large and make every later fork copy its pages.
     view, got = memoryview(buffer if length <= len(buffer) else bytearray(length)), 0
     while got < length:
         count = sock.recv_into(view[got:length])
         if not count:
-            return None, fds
+            return [], None, view[:length], fds
         got += count
-    return marshal.loads(view[:length]), fds
+    return marshal.loads(view[:head]), view[head:length], view[:length], fds
+
+
+def _wipe(job: memoryview) -> None:
+    """Zero the buffer a job was read into, before the next job is: the next sample forked must not find this one's
+    source there (the pages fault here rather than in the next read, so this costs no extra faults)."""
+    job[:] = _ZEROS[: job.nbytes] if job.nbytes <= len(_ZEROS) else bytes(job.nbytes)
+    job.release()
+
+
+_ZEROS = memoryview(bytes(1 << 16))
 
 
 def preload(names: list[str]) -> None:
-    """Import standard modules here, once, so forked samples find them loaded; then keep the collector off them."""
+    """Import standard modules here, once, so forked samples find them loaded; then keep the collector off them.
+    Never from the scratch dir, where the last sample could have left a module of that name."""
+    path = sys.path[:]
+    sys.path[:] = [entry for entry in path if entry != "/tmp"]
     for name in names:
         try:
             __import__(name)
         except Exception:  # the sample then meets the same error itself
             pass
+    sys.path[:] = path
     gc.freeze()  # forked samples then never copy these pages just to run the collector over them
 
 
@@ -349,32 +421,35 @@ def serve_forks(sock: _socket.socket, config: dict) -> None:
     with the CPU the fork, the sample and the reaping took. Sets no-new-privs first, once, for every sample."""
     libc.prctl(PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # once, here: every sample inherits it
+    deny_keyrings()
     if config["namespaces"]:
+        os.close(config["pid_ns_fd"])
+        config["pid_ns_fd"] = os.open("/proc/self/ns/pid", os.O_RDONLY)  # ours, where samples' namespaces nest
         os.chdir("/tmp")  # every sample's working directory: its scratch, private to the helper's mount namespace
         config["main"] = harness.prepare_main("/tmp")  # and every sample's untouched __main__
+        sys.path.insert(0, "/tmp")  # where main.py is, as for ``python main.py`` (spawn's children import it)
     buffer = bytearray(1 << 16)
     gc.freeze()
     while True:
-        job, fds = _receive_job(sock, buffer)
-        if job is None:
+        imports, payload, used, fds = _receive_job(sock, buffer)
+        if payload is None:
             return
         cpu_started = time.process_time()
-        if job["imports"]:
-            preload(job["imports"])
+        if imports:
+            preload(imports)
             set_environment(config)  # in case an import changed it
         # A /dev/null of its own for each sample's stdin: one shared open file would carry a sample's flock or
         # F_SETFL flags to the next (and the lock to the host's /dev/null).
         config["devnull"] = os.open(os.devnull, os.O_RDONLY)
-        pid = fork_sample(job, config, *fds)
+        pid = fork_sample(payload, config, *fds)
         for fd in (*fds, config["devnull"]):
             os.close(fd)
-        if config["namespaces"]:
-            sock.sendall(struct.pack("<q", pid))  # the helper opens its own pidfd of it (see start_sample)
-        else:  # leftovers of a sample could reuse its pid once reaped: a pidfd now, before we reap it
-            pidfd = os.pidfd_open(pid)
-            sock.sendmsg([struct.pack("<q", pid)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", pidfd))])
-            os.close(pidfd)
+        pidfd = os.pidfd_open(pid)  # for the helper, before we reap the sample (see start_sample)
+        sock.sendmsg([struct.pack("<q", pid)], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("i", pidfd))])
+        os.close(pidfd)
         _, status, usage = os.wait4(pid, 0)  # the sample's CPU comes with it: no getrusage calls
+        payload.release()
+        _wipe(used)
         cpu = time.process_time() - cpu_started + usage.ru_utime + usage.ru_stime
         sock.sendall(struct.pack("<qdq", status, cpu, usage.ru_minflt))
 
@@ -416,12 +491,16 @@ def serve(config: dict) -> None:
     try:
         if config["namespaces"]:
             config["pid_ns_fd"] = enter_helper_namespaces(config)
+            os.setsid()  # a session of our own for us, the forker and the samples (see fork_sample)
         _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
         set_environment(config)
         preload(PRELOAD)
         config["forker"], config["imported"] = start_forker(config), set()
         # Only now: none of the per-request code (nor the garbage of compiling it) is in the forker's memory.
-        supervision = _load_script("supervision.py", SUPERVISION_SOURCE, harness=harness, wipe_scratch=wipe_scratch)
+        policy = _load_script("policy.py", POLICY_SOURCE)
+        supervision = _load_script(
+            "supervision.py", SUPERVISION_SOURCE, harness=harness, policy=policy, wipe_scratch=wipe_scratch
+        )
         ready = {"ready": supervision.probe(config)}
     except Exception as exc:
         ready = {"error": f"{type(exc).__name__}: {exc}"}
@@ -451,7 +530,7 @@ def _load_script(name: str, source: bytes, **names: object):
 harness = _load_script("harness.py", _read_source("harness.py"))
 # Read now, while the package is visible (a checkout under /tmp is covered once the scratch tmpfs is mounted), and
 # compiled only after the forker is made.
-SUPERVISION_SOURCE = _read_source("supervision.py")
+SUPERVISION_SOURCE, POLICY_SOURCE = _read_source("supervision.py"), _read_source("policy.py")
 
 if __name__ == "__main__":
     serve(json.loads(sys.argv[1]))

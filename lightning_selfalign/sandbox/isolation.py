@@ -59,6 +59,7 @@ PROTECTIONS = {
     "bwrap": [
         "no network (empty network namespace)",
         "own PID namespace per sample (all its processes die with it)",
+        "own IPC namespace per sample (its SysV and POSIX IPC objects die with it)",
         "read-only filesystem except a private size-capped /tmp",
         "process cap (RLIMIT_NPROC, unprivileged uid in its own user namespace)",
         "no capabilities, no new privileges",
@@ -67,6 +68,7 @@ PROTECTIONS = {
     "namespaces": [
         "no network (empty network namespace)",
         "own PID namespace per sample (all its processes die with it)",
+        "own IPC namespace per sample (its SysV and POSIX IPC objects die with it)",
         "private size-capped /tmp; other files protected by permissions only",
         "process cap (RLIMIT_NPROC, unprivileged uid in its own user namespace)",
         "no capabilities, no new privileges",
@@ -194,11 +196,13 @@ def isolated_sys_path(python: str) -> list[str] | None:
         return None  # the helper imports site itself, as it did before
 
 
-def helper_command(mode: str, slot: int, python: str | None = None) -> tuple[list[str], dict]:
-    """The argv that starts one helper in ``mode``, and its ``subprocess.Popen`` keyword arguments."""
+def helper_command(mode: str, slot: int, python: str | None = None, oom_events: str = "") -> tuple[list[str], dict]:
+    """The argv that starts one helper in ``mode``, and its ``subprocess.Popen`` keyword arguments; ``oom_events``:
+    the file of the helper's memory cgroup that counts its OOM kills (see ``cgroups.py``), if it has one."""
     python = python or sys.executable
     as_root = os.geteuid() == 0
     config = helper_config(mode, slot)
+    config["oom_events"] = oom_events
     config["sys_path"] = isolated_sys_path(python)
     no_site = ["-S"] if config["sys_path"] is not None else []
     argv = [python, "-I", "-B", *no_site, str(HELPER), json.dumps(config)]

@@ -28,6 +28,7 @@ from dataclasses import asdict
 from typing import Any
 
 from lightning_selfalign.errors import UserError
+from lightning_selfalign.sandbox.cgroups import HEADROOM_MB, MemoryCgroup
 from lightning_selfalign.sandbox.isolation import candidate_modes, helper_command, sandbox_ids
 from lightning_selfalign.sandbox.types import ExecutionResult, Limits
 
@@ -95,13 +96,17 @@ _sequence = itertools.count()  # numbers every sample sent to a helper; its answ
 
 
 class Helper:
-    """One warm helper process in a given isolation mode."""
+    """One warm helper process in a given isolation mode, in a memory cgroup of its own where one can be made."""
 
     def __init__(self, mode: str, slot: int | None = None) -> None:
         slot = next(_slots) if slot is None else slot
-        argv, popen = helper_command(mode, slot)
         self.uid = sandbox_ids(slot)[0]
         self.mode = mode
+        self.cgroup = MemoryCgroup.create(f"selfalign-{os.getpid()}-{slot}", self.uid if os.geteuid() == 0 else None)
+        argv, popen = helper_command(mode, slot, oom_events=self.cgroup.oom_events if self.cgroup else "")
+        if self.cgroup:
+            self.cgroup.limit(Limits().memory_mb + HEADROOM_MB)
+            argv = self.cgroup.join_argv(argv)
         self.proc = _spawner.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
         self.fileno = self.proc.stdout.fileno()
         self._buffer = b""
@@ -110,7 +115,8 @@ class Helper:
         if "ready" not in ready:
             self.close()
             raise HelperDied(ready.get("error", "no ready line"))
-        self.protections: list[str] = ready["ready"]
+        memory = self.cgroup.describe() if self.cgroup else "memory bounded per process only (no memory cgroup here)"
+        self.protections: list[str] = [*ready["ready"], memory]
 
     def _read_line(self, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -138,6 +144,8 @@ class Helper:
     def submit(self, code: str, tests: str, limits: Limits) -> None:
         """Queue one sample at the helper (it runs them in order); raises HelperDied if it is gone."""
         seq = next(_sequence)
+        if self.cgroup:
+            self.cgroup.limit(limits.memory_mb + HEADROOM_MB)
         request = {"seq": seq, "code": code, "tests": tests, "nonce": secrets.token_hex(16), "limits": _fields(limits)}
         try:
             self.proc.stdin.write(json.dumps(request).encode() + b"\n")
@@ -185,6 +193,8 @@ class Helper:
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             stream.close()
+        if self.cgroup:
+            self.cgroup.remove()
 
 
 def start_helper(mode: str, allow_unsafe: bool) -> Helper:

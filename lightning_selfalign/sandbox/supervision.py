@@ -20,8 +20,10 @@ import sys
 import time
 from typing import Any
 
-# Replaced by helper.py when it loads this file: the harness module, and the scratch wipe (a mount concern, there).
+# Replaced by helper.py when it loads this file: the harness and policy modules, and the scratch wipe (a mount concern,
+# there).
 harness: Any = None
+policy: Any = None
 
 
 def wipe_scratch() -> None:
@@ -76,27 +78,20 @@ def new_imports(code: str, tests: str, imported: set[str]) -> list[str]:
     return names
 
 
-def start_sample(job: dict, config: dict, output_w: int, result_w: int) -> tuple[int, int | None]:
-    """Have the forker start a sample; returns (pid, pidfd), the pidfd None when the sample has already been reaped.
-
-    With namespaces the pidfd is opened here from the pid (no fd passing): the pid cannot have been reused in
-    between, since only the forker forks in our PID namespace, not before our next job, and a sample's own
-    processes are gone before the forker can reap it (it is PID 1 of theirs). Without namespaces the forker sends
-    one it opened before reaping: leftovers of the sample could otherwise fork onto its pid."""
-    blob = marshal.dumps(job)
+def start_sample(job: dict, imports: list, config: dict, output_w: int, result_w: int) -> tuple[int, int]:
+    """Have the forker start a sample; returns (pid, pidfd), the pid as the forker sees it, the pidfd opened by the
+    forker before it reaps the sample (with namespaces the forker is PID 1 of a namespace of its own, so the pid
+    means nothing here; without, leftovers of the sample could fork onto it once reaped)."""
+    # The forker reads the imports; only the sample reads the rest, as one tuple (each object it makes costs it pages).
+    sample = (job["nonce"], job["program"] or job["source"], job["scratch"], job["rlimits"], job["as_main"])
+    head, blob = marshal.dumps(imports), marshal.dumps(sample)
     forker = config["forker"]
     fds = (_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("2i", output_w, result_w))
-    forker.sendmsg([struct.pack("<Q", len(blob)), blob], [fds])
-    if not config["namespaces"]:
-        reply, ancillary, _, _ = forker.recvmsg(8, _socket.CMSG_SPACE(4))
-        if len(reply) != 8 or not ancillary or len(ancillary[0][2]) != 4:
-            raise RuntimeError("the forker died")
-        return struct.unpack("<q", reply)[0], struct.unpack("i", ancillary[0][2])[0]
-    pid = struct.unpack("<q", _receive_exactly(forker, 8))[0]
-    try:
-        return pid, os.pidfd_open(pid)
-    except ProcessLookupError:
-        return pid, None
+    forker.sendmsg([struct.pack("<QQ", len(head), len(blob)), head, blob], [fds])
+    reply, ancillary, _, _ = forker.recvmsg(8, _socket.CMSG_SPACE(4))
+    if len(reply) != 8 or not ancillary or len(ancillary[0][2]) != 4:
+        raise RuntimeError("the forker died")
+    return struct.unpack("<q", reply)[0], struct.unpack("i", ancillary[0][2])[0]
 
 
 def _receive_exactly(sock: _socket.socket, size: int) -> bytes:
@@ -181,7 +176,8 @@ def supervise(pid: int, pidfd: int | None, output_r: int, result_r: int, started
 
 
 def _parse_frames(result: bytes, nonce: str) -> dict:
-    """The harness report and setup errors; anything without this sample's nonce is ignored."""
+    """The harness report and setup errors; anything without this sample's nonce is ignored. The harness reports
+    once, so a second report is a forgery and the verdict an error, whatever either says."""
     frames: dict = {}
     for kind in ("REPORT", "SETUP"):
         marker = f"\nSELFALIGN-{kind} {nonce} ".encode()
@@ -189,7 +185,9 @@ def _parse_frames(result: bytes, nonce: str) -> dict:
         if at < 0:
             continue
         body = result[at + len(marker) :]
-        if kind == "REPORT":
+        if kind == "REPORT" and body.find(marker) >= 0:
+            frames[kind] = ("error", 0, "more than one harness report: the sample wrote one, the harness did not")
+        elif kind == "REPORT":
             frames[kind] = _report_frame(body)
         else:
             frames[kind] = body.split(b"\n", 1)[0].decode("utf-8", "replace")
@@ -218,7 +216,18 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def verdict_of(frames: dict, status: int, timed_out: bool, output: bytes, limits: dict) -> tuple[str, str, int]:
+def oom_kills(config: dict) -> int:
+    """How many processes the kernel has killed for the memory cgroup of this helper (0 without one)."""
+    try:
+        with open(config["oom_events"], "rb") as events:
+            return next((int(line.split()[1]) for line in events if line.startswith(b"oom_kill ")), 0)
+    except (KeyError, OSError, ValueError):
+        return 0
+
+
+def verdict_of(
+    frames: dict, status: int, timed_out: bool, output: bytes, limits: dict, config: dict
+) -> tuple[str, str, int]:
     """(verdict, reason, tests_run) from what came back: a harness report wins over an exit status."""
     if "REPORT" in frames:
         kind, checks, reason = frames["REPORT"]
@@ -235,6 +244,10 @@ def verdict_of(frames: dict, status: int, timed_out: bool, output: bytes, limits
             return "timeout", f"CPU time limit ({_signal_name(sig)})", 0
         if sig == _signal.SIGXFSZ:
             return "error", f"file size limit exceeded ({_signal_name(sig)})", 0
+        if sig == _signal.SIGKILL and config.get("oom_events"):
+            before, config["oom_kills"] = config.get("oom_kills", 0), oom_kills(config)
+            if config["oom_kills"] > before:
+                return "memory", "killed at the memory limit of its helper's cgroup", 0
         tail = output[-300:].decode("utf-8", "replace").strip()
         return "crash", f"killed by {_signal_name(sig)}" + (f": {tail}" if tail else ""), 0
     return "error", f"the process exited (status {os.WEXITSTATUS(status)}) before the tests finished", 0
@@ -250,36 +263,61 @@ def _private_dir() -> str:
 def execute_request(request: dict, config: dict) -> dict:
     """Run one sample in a fresh isolated child; returns the response row."""
     started, cpu_started = time.monotonic(), time.process_time()
-    job = {"nonce": request["nonce"], "limits": request["limits"], "program": b"", "code": "", "tests": ""}
-    if len(request["code"]) + len(request["tests"]) <= COMPILE_HERE_MAX:
+    code, tests, limits = harness.normalized(request["code"]), harness.normalized(request["tests"]), request["limits"]
+    trees = (None, None)
+    if limits.get("policy"):
+        trees = policy.parse(code, tests)
+        refused = policy.check(code, tests, trees)
+        if refused is not None:
+            return _response("policy", refused, 0, started, cpu_started, b"")
+    scratch = "" if config["namespaces"] else _private_dir()
+    path = os.path.join(scratch or "/tmp", harness.FILENAME)
+    job = {"nonce": request["nonce"], "limits": limits, "program": (), "source": (), "scratch": scratch}
+    job["as_main"] = bool(limits.get("run_as_main"))
+    if len(code) + len(tests) <= COMPILE_HERE_MAX:
         # Compiled here, where memory is already private: in the child every touched page would be copied.
         # Larger sources compile in the child, under the wall clock, so none can stall the helper.
         try:
-            job["program"] = marshal.dumps(harness.instrument(request["code"], request["tests"]))
+            job["program"] = harness.instrument(code, tests, path, trees)
         except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
-            return _response("error", harness.describe(exc), 0, started, cpu_started, b"")
+            return _response("error", harness.describe(exc), 0, started, cpu_started, b"", scratch=scratch)
     else:
-        job.update(code=request["code"], tests=request["tests"])
-    job["scratch"] = "" if config["namespaces"] else _private_dir()
-    job["rlimits"] = rlimit_pairs(request["limits"])
-    job["imports"] = new_imports(request["code"], request["tests"], config["imported"])
+        job["source"] = (code, tests, path)
+    _write_module(path, code)
+    job["rlimits"] = rlimit_pairs(limits)
+    imports = new_imports(code, tests, config["imported"])
     output_r, output_w = os.pipe()
     result_r, result_w = os.pipe()
     try:
-        pid, pidfd = start_sample(job, config, output_w, result_w)
+        pid, pidfd = start_sample(job, imports, config, output_w, result_w)
     finally:
         os.close(output_w)
         os.close(result_w)
     try:
         output, result, status, timed_out, forker = supervise(pid, pidfd, output_r, result_r, started, job, config)
     finally:
-        if pidfd is not None:
-            os.close(pidfd)
+        os.close(pidfd)
         os.close(output_r)
         os.close(result_r)
     frames = _parse_frames(result, request["nonce"])
-    verdict, reason, tests_run = verdict_of(frames, status, timed_out, output, request["limits"])
+    verdict, reason, tests_run = verdict_of(frames, status, timed_out, output, limits, config)
     return _response(verdict, reason, tests_run, started, cpu_started, output, forker)
+
+
+def _write_module(path: str, code: str) -> None:
+    """The code as the module file it runs as, for ``inspect.getsource``, tracebacks and multiprocessing's spawn
+    (its children import it); the scratch wipe removes it with the rest. Where it cannot be written the sample runs
+    without it (those uses then fail as they did before there was a file)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    except OSError:
+        return
+    try:
+        os.write(fd, code.encode("utf-8", "surrogatepass"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _response(
@@ -290,9 +328,15 @@ def _response(
     cpu_started: float,
     output: bytes,
     forker: tuple[float, int] = (0.0, 0),
+    scratch: str = "",
 ) -> dict:
     """The response row; ``cpu_s`` is our CPU since ``cpu_started`` plus the forker's (fork, sample, reaping),
-    ``page_faults`` the sample's processes' (what a fork-per-sample design pays most for, and a count, not a time)."""
+    ``page_faults`` the sample's processes' (what a fork-per-sample design pays most for, and a count, not a time).
+    ``scratch``: a private dir made for a sample that never ran, removed here."""
+    if scratch:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
     return {
         "verdict": verdict,
         "reason": reason[:2000],
@@ -306,7 +350,9 @@ def _response(
 
 def probe(config: dict) -> list[str]:
     """Check the per-sample isolation works here before promising it; returns the active protections."""
-    code = "import os\nassert os.getpid() == 1, 'not PID 1 of its own namespace'" if config["namespaces"] else ""
+    code = "import os\nassert os.getpid() == 1, 'not PID 1 of its own namespace'\n" if config["namespaces"] else ""
+    code += "print(*(line for line in open('/proc/self/status') if line.startswith('Seccomp:')))"
+    config["oom_kills"] = oom_kills(config)
     request = {
         "code": code,
         "tests": "assert True",
@@ -323,7 +369,8 @@ def probe(config: dict) -> list[str]:
     response = execute_request(request, config)
     if response["verdict"] != "pass":
         raise RuntimeError(f"probe sample failed: {response['verdict']}: {response['reason']} {response['output']}")
-    return config["protections"]
+    keyrings = "no keyrings (seccomp filter)" if "Seccomp:\t2" in response["output"] else "keyrings not blocked"
+    return [*config["protections"], keyrings]
 
 
 def serve_requests(config: dict) -> None:

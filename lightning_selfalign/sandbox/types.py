@@ -15,7 +15,8 @@ class Verdict:
     MEMORY = "memory"  # MemoryError under the memory cap
     CRASH = "crash"  # killed by a signal, or the sandbox itself failed (helper died)
     NO_TESTS = "no_tests"  # the module ran to the end but no assert in the tests ran
-    ALL = (PASS, FAIL, ERROR, TIMEOUT, MEMORY, CRASH, NO_TESTS)
+    POLICY = "policy"  # not run: the source does what no solution needs (``policy.py``; the reason names the rule)
+    ALL = (PASS, FAIL, ERROR, TIMEOUT, MEMORY, CRASH, NO_TESTS, POLICY)
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,16 @@ class Limits:
     # The module's name: "main" as HumanEval's and EvalPlus's harnesses leave it (not "__main__"), so an
     # ``if __name__ == "__main__":`` block of a correct program (sys.exit(main()), input()) does not run first.
     run_as_main: bool = False
+    # Refuse, before running, code and tests that reach for the harness's internals or the interpreter's (frames,
+    # gc, tracing, ctypes, builtins, signal handlers, patched modules): ``policy.py``. Off here, for evaluations of
+    # trusted benchmark tests; ``selfalign execute`` and the rounds' filter turn it on.
+    policy: bool = False
 
     def __post_init__(self) -> None:
         problems = [
             f"{name}={getattr(self, name)!r} must be > 0"
             for name in self.__dataclass_fields__
-            if name != "run_as_main" and not getattr(self, name) > 0
+            if name not in ("run_as_main", "policy") and not getattr(self, name) > 0
         ]
         if problems:
             raise ValueError("invalid sandbox limits: " + "; ".join(problems))
