@@ -1,12 +1,13 @@
 """``SelfAlignRounds``: the Lightning callback that closes a round of self-alignment every ``epochs_per_round``.
 
 At the end of a round's last epoch, on every rank: a round checkpoint (``round-<r>/trained.ckpt``, the point a
-killed run resumes from); then rank 0 exports the weights (:func:`~lightning_selfalign.export.export_module`) and
-runs :func:`~lightning_selfalign.rounds.round_worker` in a separate process (evaluation, rollback decision, the
-next round's data: generation there may take the GPU memory training does not need while it waits); all ranks
-meet at a barrier, restore the best weights if the round was rolled back, and switch the DataModule to the next
-round's data, which the Trainer loads at the next epoch (``reload_dataloaders_every_n_epochs``). At the start of
-each round the lr schedule begins again (warmup, decay to 0) over that round's own optimizer steps.
+killed run resumes from); then rank 0 exports the weights (:func:`~lightning_selfalign.export.export_module`); every
+rank hands its training state off the accelerator (:func:`~lightning_selfalign.handoff.hand_off`, to CPU memory or
+disk) while rank 0 runs :func:`~lightning_selfalign.rounds.round_worker` in a separate process (evaluation, rollback
+decision, the next round's data, with the GPUs' memory free for its engine); all ranks meet at a barrier, take their
+state back, restore the best weights if the round was rolled back, and switch the DataModule to the next round's
+data, which the Trainer loads at the next epoch (``reload_dataloaders_every_n_epochs``). At the start of each round
+the lr schedule begins again (warmup, decay to 0) over that round's own optimizer steps.
 
 The logic is in plain functions so rounds can be driven without the callback too. Limits: the export needs the
 full weights on rank 0 (one device or DDP; FSDP/DeepSpeed shards are refused at setup), and under DDP the
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lightning_selfalign.errors import UserError
+from lightning_selfalign.handoff import HandoffMode, handed_off
 from lightning_selfalign.rounds import RoundPaths, RoundState
 
 
@@ -36,15 +38,29 @@ class SelfAlignRounds(pl.Callback):
         workdir: the self-align run's folder (``settings.json``, ``state.json``, ``round-<r>/``).
         epochs_per_round: training epochs per round; the Trainer's ``reload_dataloaders_every_n_epochs`` must match.
         python: interpreter for the between-rounds worker process.
+        handoff: where each rank's training state (weights, gradients, optimizer state) waits while the worker
+            generates: cpu (host memory), disk (a file in ``handoff_dir``) or none (it stays on the accelerator).
+        handoff_dir: folder of the disk handoff's files, one per rank (default ``WORKDIR/handoff``).
     """
 
-    def __init__(self, workdir: str, epochs_per_round: int = 1, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        epochs_per_round: int = 1,
+        python: str = sys.executable,
+        handoff: HandoffMode = "cpu",
+        handoff_dir: str | None = None,
+    ) -> None:
         super().__init__()
         if epochs_per_round < 1:
             raise UserError(f"epochs_per_round must be >= 1, got {epochs_per_round}")
+        if handoff not in ("none", "cpu", "disk"):
+            raise UserError(f"handoff must be none, cpu or disk, got {handoff!r}")
         self.workdir = Path(workdir)
         self.epochs_per_round = epochs_per_round
         self.python = python
+        self.handoff = handoff
+        self.handoff_dir = Path(handoff_dir) if handoff_dir else self.workdir / "handoff"
         self._round_checkpoint = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -69,7 +85,8 @@ class SelfAlignRounds(pl.Callback):
             trainer.save_checkpoint(paths.checkpoint)
         finally:
             self._round_checkpoint = False
-        close_round(trainer, pl_module, self.workdir, round, self.python)
+        handoff = (self.handoff, self.handoff_dir / f"rank-{trainer.global_rank}.pt")
+        close_round(trainer, pl_module, self.workdir, round, self.python, handoff)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         # A round checkpoint resumes on the *next* round's data: the loader position saved for this round's data
@@ -116,15 +133,28 @@ def round_ending(epoch: int, epochs_per_round: int) -> int | None:
     return (epoch + 1) // epochs_per_round - 1 if (epoch + 1) % epochs_per_round == 0 else None
 
 
-def close_round(trainer: pl.Trainer, module: pl.LightningModule, workdir: Path, round: int, python: str) -> None:
-    """After round ``round``'s training (its checkpoint written): record, export, run the worker on rank 0; then on
-    every rank, past a barrier: roll back if the worker said so, and switch to the next round's data."""
+def close_round(
+    trainer: pl.Trainer,
+    module: pl.LightningModule,
+    workdir: Path,
+    round: int,
+    python: str,
+    handoff: tuple[HandoffMode, Path] = ("none", Path()),
+) -> None:
+    """After round ``round``'s training (its checkpoint written): record and export on rank 0; then every rank hands
+    its training state off (``handoff``: mode and file) while rank 0 runs the worker; past a barrier every rank takes
+    its state back, rolls back if the worker said so, and switches to the next round's data."""
     state, paths = RoundState(workdir), RoundPaths(workdir, round)
     if trainer.is_global_zero:
         record_trained(trainer, state, round, paths)
         export_round(module, state, round, paths)
-        run_worker(workdir, round, paths.model, python)
-    trainer.strategy.barrier("selfalign-round")
+    with handed_off(module, trainer.optimizers, *handoff) as moved:
+        if moved.mode != "none":
+            rank_zero_info(f"round {round}: {moved.bytes / 2**30:.2f} GiB of training state per rank handed off to "
+                           f"{moved.mode} in {moved.seconds:.1f} s while the next round's data is made")  # fmt: skip
+        if trainer.is_global_zero:
+            run_worker(workdir, round, paths.model, python)
+        trainer.strategy.barrier("selfalign-round")
     apply_rollback(module, state, round)
     next_files = next_train_files(state, round, trainer.datamodule.train_files)
     if next_files is not None:

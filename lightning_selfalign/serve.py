@@ -5,6 +5,10 @@ openai engine uses: ``GET /v1/models``, ``POST /v1/completions`` and ``POST /v1/
 ``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``, ``n=1`` and ``stream`` (server-sent events in the
 API's chunk format; the text is sent once the completion is generated, a line per event, since the batcher
 generates whole completions). A request naming another model than the one served gets a 404, as the API answers.
+``/v1/models`` reports the folder it loaded as ``root``, as ``vllm serve`` and SGLang do. With ``--allow_reload true``
+it also takes SGLang's ``POST /update_weights_from_disk`` (``{"model_path": DIR}``): the new weights load beside the
+old, the batcher switches between batches (never inside one), and the request returns once they serve; the served
+name stays. The self-align rounds use it (``--generation.reload_command``) to make the server follow each round.
 Concurrent requests are gathered into batches (up to ``batch_size``, waiting at most ``max_wait_ms`` for company)
 and run by one thread, since the model is not thread-safe. Because the hf engine samples each row with its own
 seeded generator, a request returns the same text here as through ``--engine hf`` directly, however it was batched.
@@ -17,6 +21,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -32,12 +37,20 @@ class BadRequest(ValueError):
 class Batcher:
     """Runs queued requests in batches on one thread; requests with the same sampling settings share a batch."""
 
-    def __init__(self, engine: Any, batch_size: int, max_wait_s: float) -> None:
+    def __init__(self, engine: Any, batch_size: int, max_wait_s: float, root: str = "") -> None:
         self.engine = engine
+        self.root = root
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
         self.queue: queue.Queue[tuple[Request, Sampling, Future]] = queue.Queue()
+        self._swap = threading.Lock()  # held while a batch generates, so weights never change inside one
         threading.Thread(target=self._loop, daemon=True, name="batcher").start()
+
+    def replace_engine(self, engine: Any, root: str) -> None:
+        """Serve ``engine`` (loaded from ``root``) from the next batch on; the old one is closed."""
+        with self._swap:
+            old, self.engine, self.root = self.engine, engine, root
+        old.close()
 
     def submit(self, request: Request, sampling: Sampling) -> Completion:
         future: Future = Future()
@@ -53,16 +66,20 @@ class Batcher:
                     pending.append(self.queue.get(timeout=left))
                 except queue.Empty:
                     break
-            for sampling in dict.fromkeys(item[1] for item in pending):
-                group = [item for item in pending if item[1] == sampling]
-                try:
-                    completions = self.engine.generate([item[0] for item in group], sampling)
-                except Exception as exc:  # the error goes back to each waiting client as HTTP 500
-                    for _, _, future in group:
-                        future.set_exception(exc)
-                    continue
-                for (_, _, future), completion in zip(group, completions):
-                    future.set_result(completion)
+            with self._swap:
+                self._run(pending)
+
+    def _run(self, pending: list[tuple[Request, Sampling, Future]]) -> None:
+        for sampling in dict.fromkeys(item[1] for item in pending):
+            group = [item for item in pending if item[1] == sampling]
+            try:
+                completions = self.engine.generate([item[0] for item in group], sampling)
+            except Exception as exc:  # the error goes back to each waiting client as HTTP 500
+                for _, _, future in group:
+                    future.set_exception(exc)
+                continue
+            for (_, _, future), completion in zip(group, completions):
+                future.set_result(completion)
 
 
 def parse_request(body: dict, chat: bool) -> tuple[Request, Sampling]:
@@ -132,7 +149,11 @@ def stream_chunks(model: str, completion: Completion, chat: bool) -> list[dict]:
     return first + [chunk(piece, None) for piece in pieces] + [chunk(None, completion.finish_reason)]
 
 
-def make_handler(model_name: str, batcher: Batcher) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    model_name: str, batcher: Batcher, load: Callable[[str], Any] | None = None
+) -> type[BaseHTTPRequestHandler]:
+    """The request handler; ``load`` (a folder -> engine) enables ``POST /update_weights_from_disk``."""
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -152,9 +173,8 @@ def make_handler(model_name: str, batcher: Batcher) -> type[BaseHTTPRequestHandl
 
         def do_GET(self) -> None:
             if self.path.rstrip("/") in ("/v1/models", "/models"):
-                self._send(
-                    200, {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "local"}]}
-                )
+                card = {"id": model_name, "object": "model", "owned_by": "local", "root": batcher.root}
+                self._send(200, {"object": "list", "data": [card]})
             elif self.path.rstrip("/") == "/health":
                 self._send(200, {"status": "ok"})
             else:
@@ -162,6 +182,9 @@ def make_handler(model_name: str, batcher: Batcher) -> type[BaseHTTPRequestHandl
 
         def do_POST(self) -> None:
             path = self.path.rstrip("/").removeprefix("/v1")
+            if path == "/update_weights_from_disk" and load is not None:
+                self._reload()
+                return
             if path not in ("/completions", "/chat/completions"):
                 self._error(404, f"no route {self.path}")
                 return
@@ -187,6 +210,22 @@ def make_handler(model_name: str, batcher: Batcher) -> type[BaseHTTPRequestHandl
             else:
                 self._send(200, response_body(model_name, completion, chat))
 
+        def _reload(self) -> None:
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                folder = body["model_path"]
+                if not isinstance(folder, str) or not folder:
+                    raise TypeError("'model_path' must be a folder")
+            except (ValueError, TypeError, KeyError) as exc:
+                self._send(400, {"success": False, "message": f"bad request: {exc}"})
+                return
+            try:
+                batcher.replace_engine(load(folder), folder)
+            except Exception as exc:  # whatever stops a folder from loading, the old weights go on serving
+                self._send(400, {"success": False, "message": f"cannot load {folder}: {' '.join(str(exc).split())}"})
+                return
+            self._send(200, {"success": True, "message": f"serving {folder}"})
+
         def _stream(self, chunks: list[dict]) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
@@ -211,6 +250,7 @@ def serve(
     dtype: str = "auto",
     batch_size: int = 16,
     max_wait_ms: float = 20.0,
+    allow_reload: bool = False,
 ) -> None:
     """Serve a transformers model over an OpenAI-compatible HTTP API (CPU demos and tests; use vllm serve on GPUs).
 
@@ -222,15 +262,22 @@ def serve(
         dtype: weights dtype: auto, float32, bfloat16 or float16.
         batch_size: most requests generated together.
         max_wait_ms: how long the first request of a batch waits for others to join it.
+        allow_reload: accept ``POST /update_weights_from_disk`` with ``{"model_path": DIR}`` (SGLang's API) and serve
+            that folder's weights from then on, under the same name. Off by default: any client that reaches the
+            port could make the server load another folder.
     """
     from lightning_selfalign.engines.hf import HFEngine
 
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be in 0-65535 (0 picks a free one), got {port}")
-    engine = HFEngine(model, dtype=dtype, batch_size=batch_size)
-    batcher = Batcher(engine, batch_size=batch_size, max_wait_s=max_wait_ms / 1000)
+
+    def load(folder: str) -> HFEngine:
+        return HFEngine(folder, dtype=dtype, batch_size=batch_size)
+
+    batcher = Batcher(load(model), batch_size=batch_size, max_wait_s=max_wait_ms / 1000, root=model)
+    handler = make_handler(served_model_name or model, batcher, load if allow_reload else None)
     try:
-        server = ThreadingHTTPServer((host, port), make_handler(served_model_name or model, batcher))
+        server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
         raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
     server.daemon_threads = True

@@ -62,6 +62,7 @@ def self_align_config(tmp_path: Path, model: Path, url: str) -> Path:
         "eval_limit": 2,
         "eval_max_new_tokens": 32,
         "progress": False,
+        "handoff": "disk",  # on CPU, cpu would move nothing: disk really empties the state across the worker
     }  # fmt: skip
     path = tmp_path / "self-align.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -163,6 +164,7 @@ def test_two_rounds_killed_twice_resume_without_regenerating(tiny_model_dir, tmp
     assert schedule["start"] == steps and schedule["total_steps"] == state.round(1)["global_step"] - steps
     assert state.round(1)["generator"] == str(run / "round-0" / "model")
     assert not (run / "round-0" / "trained.ckpt").exists() and (run / "round-1" / "trained.ckpt").exists()
+    assert (run / "handoff").is_dir() and not list((run / "handoff").iterdir()), "each handoff was taken back"
     summary = json.loads((run / "summary.json").read_text())
     assert [entry["round"] for entry in summary["rounds"]] == [0, 1]
 

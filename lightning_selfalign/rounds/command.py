@@ -54,6 +54,8 @@ def self_align_command(
     eval_base_chat: bool = False,
     rollback: bool = False,
     progress: bool = True,
+    handoff: Literal["none", "cpu", "disk"] = "cpu",
+    handoff_dir: str | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """The whole multi-round loop: generate, execute, curate, train, export and evaluate, round after round.
@@ -74,7 +76,7 @@ def self_align_command(
             --seeds.per_round (consecutive slices of the pool; default all seeds every round).
         generation: --generation.engine hf|vllm|openai, --generation.n (responses per instruction), sampling,
             --generation.max_new_tokens_{concepts,instructions,responses}; with openai, --generation.base_url and
-            --generation.served_model (the server's weights generate every round: serve each round's model/ there).
+            --generation.served_model; --generation.reload_command makes the server serve each round's model/.
         execution: sandbox limits: --execution.timeout, --execution.memory, --execution.workers, --execution.isolation.
         curation: curation options (selfalign curate's flags), e.g. --curation.select most_tests.
         preset: the published pipeline for both generation and curation (sets --generation.preset and
@@ -93,6 +95,10 @@ def self_align_command(
         rollback: a round whose pass@1 is below the best so far (base model included) is rolled back: its weights
             are replaced by the best model's and that model generates the next round's data.
         progress: show progress bars.
+        handoff: where each rank's training state (weights, gradients, optimizer state) waits while the next round's
+            data is generated, so the engine has the GPUs' memory: cpu (host memory), disk (files in handoff_dir,
+            when host memory cannot hold every rank's state) or none (it stays on the GPU beside the engine).
+        handoff_dir: folder of the disk handoff's files, one per rank (default WORKDIR/handoff; fast local disk).
         force: continue a workdir started with other settings (its data no longer matches them; a new --workdir is
             usually what you want).
     """
@@ -102,7 +108,7 @@ def self_align_command(
         execution=execution or ExecutionOptions(), curation=curation or CurationConfig(),
         execution_filter=execution_filter, evaluate=evaluate, benchmark_file=benchmark_file, eval_limit=eval_limit,
         eval_max_new_tokens=eval_max_new_tokens, eval_chat=eval_chat, eval_base_chat=eval_base_chat,
-        rollback=rollback, progress=progress,
+        rollback=rollback, progress=progress, handoff=handoff, handoff_dir=handoff_dir,
     )  # fmt: skip
     if preset is not None:
         settings.generation.preset = settings.curation.preset = preset
@@ -152,6 +158,9 @@ def complete_previous_round(round: int, workdir: Path, settings: RoundSettings) 
 MEANING = ("model", "train_config", "train_args", "epochs_per_round", "seeds", "generation", "execution", "curation",
            "execution_filter", "evaluate", "benchmark_file", "eval_limit", "eval_max_new_tokens", "eval_chat",
            "eval_base_chat", "rollback")  # fmt: skip
+# Parts of those that change how the work is done, not what it makes (and are absent from older settings.json).
+OPERATIONAL = ("generation.reload_command", "generation.reload_timeout", "generation.reload_wait",
+               "execution.executor", "execution.ray_address")  # fmt: skip
 
 
 def refuse_changed_settings(workdir: Path, settings: RoundSettings) -> None:
@@ -162,7 +171,8 @@ def refuse_changed_settings(workdir: Path, settings: RoundSettings) -> None:
     saved = json.loads(saved_path.read_text(encoding="utf-8"))
     given = json.loads(json.dumps(asdict(settings), default=list))
     changes = [f"{name}: {before!r} -> {after!r}" for key in MEANING
-               for name, before, after in _differences(key, saved.get(key), given.get(key))]  # fmt: skip
+               for name, before, after in _differences(key, saved.get(key), given.get(key))
+               if name not in OPERATIONAL]  # fmt: skip
     if changes:
         raise UserError(f"{workdir} was started with other settings ({'; '.join(changes[:4])}); use a new --workdir, "
                         "or --force to continue it with these")  # fmt: skip
@@ -232,7 +242,8 @@ def train(settings: RoundSettings, workdir: Path, train_files: str | None, check
 
     if train_files is None:
         warnings.warn("no round has curated rows yet: training on the training config's data.train_files", stacklevel=2)
-    callback = SelfAlignRounds(workdir=str(workdir), epochs_per_round=settings.epochs_per_round)
+    callback = SelfAlignRounds(workdir=str(workdir), epochs_per_round=settings.epochs_per_round,
+                               handoff=settings.handoff, handoff_dir=settings.handoff_dir)  # fmt: skip
     cli = build_cli(training_args(settings, workdir, train_files), callbacks=[callback])
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
 

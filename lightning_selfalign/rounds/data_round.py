@@ -82,16 +82,19 @@ def seed_pool(options: SeedOptions) -> list[dict[str, Any]]:
 
 
 class RoundEngine:
-    """The generation engine, loaded on first use (a resumed round past generation never loads the model)."""
+    """The generation engine, loaded on first use (a resumed round past generation never loads the model); with the
+    openai engine, first use makes the server serve ``model_dir`` (:func:`~.serving.serve_model`)."""
 
     def __init__(self, model_dir: str, options: GenerationOptions) -> None:
         self.model_dir, self.options, self._engine = model_dir, options, None
 
     def get(self) -> Any:
         from lightning_selfalign.engines import EngineOptions, load_engine
+        from lightning_selfalign.rounds.serving import serve_model
 
         if self._engine is None:
             o = self.options
+            serve_model(self.model_dir, o)
             engine_options = EngineOptions(
                 base_url=o.base_url, api_key=o.api_key, concurrency=o.concurrency, dtype=o.dtype,
                 tensor_parallel_size=o.tensor_parallel_size, gpu_memory_utilization=o.gpu_memory_utilization,
@@ -122,13 +125,20 @@ def generate(stage: str, input: Path, output: Path, engine: RoundEngine, round: 
 
 
 def execute_round(paths: RoundPaths, settings: RoundSettings) -> int:
+    """The execution filter over the round's responses, on this machine or across a Ray cluster."""
     from lightning_selfalign.sandbox.batch import execute_rows
     from lightning_selfalign.sandbox.types import Limits
 
     e = settings.execution
-    limits = Limits(timeout_s=e.timeout, memory_mb=e.memory, run_as_main=e.run_as_main)
-    execute_rows(rows_of(paths.responses), paths.executed, limits, e.workers, e.isolation, e.allow_unsafe,
-                 progress=settings.progress)  # fmt: skip
+    limits = Limits(timeout_s=e.timeout, memory_mb=e.memory, run_as_main=e.run_as_main, policy=e.policy)
+    rows = rows_of(paths.responses)
+    if e.executor == "ray":
+        from lightning_selfalign.sandbox.ray_executor import execute_rows_ray
+
+        execute_rows_ray(rows, paths.executed, limits, e.workers, e.isolation, e.allow_unsafe, e.ray_address,
+                         settings.progress)  # fmt: skip
+    else:
+        execute_rows(rows, paths.executed, limits, e.workers, e.isolation, e.allow_unsafe, progress=settings.progress)
     return len(rows_of(paths.executed))
 
 

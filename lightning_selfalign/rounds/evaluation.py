@@ -27,11 +27,14 @@ def train_files_for(state: RoundState, round: int) -> str | None:
 
 
 def evaluate_model(model_dir: str, output: Path, settings: RoundSettings, chat: bool) -> dict[str, Any]:
-    """HumanEval pass@1 (greedy) of ``model_dir`` through the generation engine, in the sandbox."""
+    """HumanEval pass@1 (greedy) of ``model_dir`` through the generation engine, in the sandbox (a served model is
+    first made to serve ``model_dir``, when a reload command is set)."""
     from lightning_selfalign.evaluation import evaluate_command
+    from lightning_selfalign.rounds.serving import serve_model
 
     g, e = settings.generation, settings.execution
     served = g.engine == "openai"
+    serve_model(model_dir, g)
     return evaluate_command(
         output=str(output), benchmark_file=settings.benchmark_file, model=g.served_model if served else model_dir,
         engine=g.engine, base_url=g.base_url,

@@ -6,6 +6,7 @@ reads the same settings as the command that started the run.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,8 +48,18 @@ class GenerationOptions:
 
     Attributes:
         engine: hf (transformers, in the round's worker), vllm, or openai (a running OpenAI-compatible server).
-        served_model: openai: the served model's name (the server, not the round, picks its weights).
+        served_model: openai: the served model's name (requests name it; the server holds the weights).
         base_url: openai: the server's URL, e.g. http://127.0.0.1:8000/v1.
+        reload_command: openai: shell command that makes the server serve another model, run (under sh -c) before a
+            model generates or is evaluated unless /v1/models already reports it; ``{model_dir}`` becomes the
+            model's folder (shell-quoted; also in $SELFALIGN_MODEL_DIR), ``{base_url}`` and ``{served_model}``
+            likewise. E.g. for SGLang or selfalign serve --allow_reload true: curl -sf -H 'Content-Type:
+            application/json' -d "{\\"model_path\\": \\"$SELFALIGN_MODEL_DIR\\"}" http://HOST:PORT/update_weights_from_disk;
+            for vllm serve, a script that restarts it on {model_dir} (it may return while the server starts).
+            Default: the server's weights generate every round.
+        reload_timeout: openai: seconds the reload command and the wait for the server to report the model may take.
+        reload_wait: openai: after the reload command, wait until /v1/models lists the folder as a model's root or
+            id (vllm serve, SGLang and selfalign serve do); false: trust the command to return once it serves.
         api_key: openai: the server's key, if it wants one.
         concurrency: openai: requests in flight at once.
         chat: send prompts through the model's chat template instead of as plain completions.
@@ -74,6 +85,9 @@ class GenerationOptions:
     engine: Literal["hf", "vllm", "openai"] = "hf"
     served_model: str | None = None
     base_url: str | None = None
+    reload_command: str | None = None
+    reload_timeout: float = 1800.0
+    reload_wait: bool = True
     api_key: str | None = None
     concurrency: int = 32
     chat: bool = False
@@ -117,9 +131,17 @@ class ExecutionOptions:
         timeout: seconds per sample (StarCoder2-Instruct's execution filter: 4).
         memory: address-space cap per sample process, in MB.
         run_as_main: run samples as __main__, so their `if __name__ == "__main__":` blocks run before the tests.
-        workers: sandbox helpers running in parallel.
+        workers: sandbox helpers running in parallel (on each node with the ray executor).
         isolation: auto (strongest available), bwrap, namespaces, or rlimits (unsafe; needs allow_unsafe).
         allow_unsafe: permit running generated code with rlimits only (no network/PID/filesystem isolation).
+        executor: where the execution filter runs: local (this machine's sandbox pool), or ray (batches of rows go
+            to one sandbox executor per node of a running Ray cluster; generated code runs in each node's sandbox
+            helpers, never in a Ray worker). Needs the ray extra: pip install 'lightning-selfalign[ray]'. The
+            rounds' evaluation runs locally either way.
+        ray_address: the Ray cluster for the ray executor (default: auto, the cluster this machine belongs to).
+        policy: refuse, without running it, a response whose code or tests reach for what no solution needs
+            (frames, gc, tracing, ctypes, builtins, signal handlers, patched modules; verdict ``policy``): such
+            code can forge its verdict from inside, and a model trained on what passes would learn it.
     """
 
     timeout: float = 4.0
@@ -128,6 +150,21 @@ class ExecutionOptions:
     workers: int = 2
     isolation: str = "auto"
     allow_unsafe: bool = False
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    policy: bool = True
+
+    def problems(self) -> list[str]:
+        """Every invalid execution setting, named by its flag."""
+        found = []
+        if self.executor not in ("local", "ray"):
+            found.append(f"--execution.executor must be local or ray, got {self.executor!r}")
+        if self.executor == "ray" and importlib.util.find_spec("ray") is None:
+            found.append("--execution.executor ray needs ray, which is not installed: "
+                         "pip install 'lightning-selfalign[ray]'")  # fmt: skip
+        if self.ray_address is not None and self.executor != "ray":
+            found.append("--execution.ray_address is for the ray executor: add --execution.executor ray")
+        return found
 
 
 @dataclass
@@ -152,6 +189,8 @@ class RoundSettings:
     eval_base_chat: bool = False
     rollback: bool = False
     progress: bool = True
+    handoff: Literal["none", "cpu", "disk"] = "cpu"
+    handoff_dir: str | None = None
 
     def problems(self) -> list[str]:
         """Every invalid setting, named by its flag."""
@@ -167,12 +206,18 @@ class RoundSettings:
         found += [problem.replace("--", "--seeds.filters.", 1) for problem in self.seeds.filters.problems()]
         if self.generation.engine == "openai" and not self.generation.base_url:
             found.append("--generation.engine openai needs --generation.base_url")
+        if self.generation.reload_command is not None and self.generation.engine != "openai":
+            found.append("--generation.reload_command reloads an OpenAI-compatible server: it needs --generation."
+                         "engine openai (the hf and vllm engines load each round's model themselves)")  # fmt: skip
+        if self.generation.reload_timeout <= 0:
+            found.append(f"--generation.reload_timeout must be > 0 seconds, got {self.generation.reload_timeout}")
         if self.rollback and not self.evaluate:
             found.append("--rollback compares each round's pass@1: it needs --evaluate true")
         if self.benchmark_file is not None and not Path(self.benchmark_file).is_file():
             found.append(f"--benchmark_file {self.benchmark_file}: no such file (HumanEval-format JSONL)")
         if self.eval_limit is not None and self.eval_limit < 1:
             found.append(f"--eval_limit must be >= 1, got {self.eval_limit}")
+        found += self.execution.problems()
         return found + self.generation_problems() + [f"--curation: {p}" for p in self.curation.problems()]
 
     def generation_problems(self) -> list[str]:
