@@ -95,12 +95,29 @@ def argument_error_line(exc: Exception, command: str) -> str:
     return f"{' '.join(str(exc).split())} (see: selfalign {command} --help)"
 
 
+def quiet_library_chatter() -> None:
+    """Warnings as one ``warning:`` line each, without the library source path that Python prints above the
+    progress bars; Lightning's advertising tip and its notice that TensorBoard is not installed are dropped (the
+    ``tensorboard`` extra is in the README; the logs go to CSV without it, and ``fit done:`` says where)."""
+    import logging
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 (warnings' hook)
+        (file or sys.stderr).write(f"warning: {message}\n")
+
+    warnings.showwarning = show  # not formatwarning: Lightning replaces that one when it is imported
+    warnings.filterwarnings("ignore", message=r".*`tensorboardX` has been removed as a dependency.*")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return
     command, rest = argv[0], argv[1:]
+    quiet_library_chatter()
     try:
         if command in LIGHTNING_COMMANDS:
             from lightning_selfalign.training_cli import run_lightning_cli

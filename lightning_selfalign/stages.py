@@ -409,7 +409,7 @@ def generate_command(
     the same command resumes where it stopped. Counts and the settings go to OUTPUT.stats.json.
 
     Args:
-        stage: concepts (reads id, seed), instructions (reads id, concepts; samples category and difficulty per
+        stage: concepts (reads id, seed), instructions (reads id, seed, concepts; samples category and difficulty per
             row) or responses (reads id, instruction; writes response, code, tests).
         input: JSONL file (or glob, e.g. 'instructions.shard-*.jsonl') of the previous stage's rows.
         output: JSONL file to append to; with more than one shard, '.shard-0000i-of-0000n' is inserted.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
@@ -34,6 +35,15 @@ class SelfAlignCLI(LightningCLI):
         if self.config.get("subcommand"):
             check_checkpoint_path(self.config[self.config.subcommand].get("ckpt_path"))
         super()._parse_ckpt_path()
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        given = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        chosen = any(isinstance(callback, ProgressBar) for callback in (given if isinstance(given, list) else [given]))
+        trainer = super().instantiate_trainer(**kwargs)  # (it extends the config's callback list in place)
+        bar = trainer.progress_bar_callback
+        if type(bar) is RichProgressBar and not chosen:
+            trainer.callbacks[trainer.callbacks.index(bar)] = LearningRateBar()  # Lightning's default bar, replaced
+        return trainer
 
     def before_fit(self) -> None:
         self._resolve_last("fit")
@@ -59,6 +69,16 @@ class SelfAlignCLI(LightningCLI):
         else:
             rank_zero_info(f"--ckpt_path last: resuming from {found}")
             arguments["ckpt_path"] = str(found)
+
+
+class LearningRateBar(RichProgressBar):
+    """Lightning's default progress bar, with learning rates in scientific notation (its three decimals show a
+    1e-5 learning rate as 0.000)."""
+
+    def get_metrics(self, trainer: Trainer, pl_module: Any) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        return {key: f"{value:.2e}" if key.endswith("lr") and isinstance(value, float) else value
+                for key, value in metrics.items()}  # fmt: skip
 
 
 def latest_last_checkpoint(trainer: Trainer) -> Path | None:

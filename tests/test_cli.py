@@ -118,6 +118,8 @@ def test_fit_mistakes_are_one_line_and_a_finished_fit_says_where_it_saved(tiny_m
     result = selfalign(*args, *validating)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "validating every" in result.stderr
+    assert "💡" not in result.stderr + result.stdout and "tensorboardX" not in result.stderr
+    assert not re.search(r"\.py:\d+: ", result.stderr), result.stderr[-3000:]  # warnings without source paths
     done = [line for line in result.stdout.splitlines() if line.startswith("fit done:")]
     assert len(done) == 1 and "checkpoint" in done[0] and "logs" in done[0], result.stdout[-2000:]
 
@@ -194,3 +196,11 @@ def test_a_logger_without_its_package_is_one_line(tiny_model_dir, tmp_path):
         "error: lightning.pytorch.loggers.TensorBoardLogger: Neither `tensorboard` nor `tensorboardX` is "
         "available. Try `pip install`ing either.; pip install 'lightning-selfalign[tensorboard]'"
     ]
+
+
+def test_generate_help_names_every_field_each_stage_reads():
+    from lightning_selfalign.stages import REQUIRED_INPUT
+
+    text = " ".join(selfalign("generate", "--help").stdout.split())
+    for stage, fields in REQUIRED_INPUT.items():
+        assert f"{stage} (reads {', '.join(fields)}" in text

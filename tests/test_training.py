@@ -353,3 +353,24 @@ def test_schedule_restarts_per_round_and_survives_a_checkpoint():
 
     other = torch.optim.lr_scheduler.StepLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), 5)
     assert not restart_schedule(other, total_steps=10)
+
+
+@pytest.mark.parametrize("bar", [True, False])
+def test_progress_bar_shows_the_learning_rate_in_scientific_notation(tiny_model_dir, bar):
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from lightning_selfalign.rounds.command import build_cli
+    from lightning_selfalign.training_cli import LearningRateBar
+
+    args = ["--config", str(REPO / "configs" / "tiny-cpu.yaml"), f"--model.model_name_or_path={tiny_model_dir}",
+            f"--trainer.enable_progress_bar={bar}"]  # fmt: skip
+    trainer = build_cli(args, callbacks=[]).trainer
+    if not bar:  # switched off: no bar, and no conflict with ours
+        assert trainer.progress_bar_callback is None
+        return
+    assert type(trainer.progress_bar_callback) is LearningRateBar
+    trainer._logger_connector._progress_bar_metrics.update({"train/lr": 1e-5, "train/loss": 0.5})
+    metrics = trainer.progress_bar_callback.get_metrics(trainer, None)
+    assert metrics["train/lr"] == "1.00e-05" and metrics["train/loss"] == 0.5
+    given = build_cli([*args, "--trainer.callbacks=RichProgressBar"], callbacks=[]).trainer
+    assert type(given.progress_bar_callback) is RichProgressBar  # a bar the user chose stays theirs
