@@ -33,6 +33,11 @@ def steps(row: dict) -> int | None:
     return description.count(", then ") + 1 if description else None
 
 
+def instruction_steps(row: dict) -> int | None:
+    description = stated_description(row.get("instruction") or "")
+    return description.count(", then ") + 1 if description else None
+
+
 def against_own_docstring(row: dict) -> dict:
     """The row with its instruction replaced by the docstring its code restates (what the benchmark's format asks:
     a body for the docstring above it)."""
@@ -50,6 +55,7 @@ def round_summary(round_dir: Path, pool: SandboxPool) -> dict:
         summary[f"right for {against}"] = {"all": share([v for _, v in judged]), "passed": share(passed),
                                            "curated": share(curated)}  # fmt: skip
     curated_rows = [row for row in executed if row["id"] in curated_ids]
+    summary["instruction steps"] = dict(sorted(Counter(instruction_steps(row) for row in executed).items(), key=str))
     summary["curated steps"] = dict(sorted(Counter(steps(row) for row in curated_rows).items(), key=str))
     return summary
 
