@@ -92,8 +92,8 @@ def execute_rows(
 
 def limits_of(limits: Limits) -> dict[str, Any]:
     """The limits that can change a verdict, recorded in every executed row."""
-    recorded = {"timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb, "run_as_main": limits.run_as_main}
-    return {**recorded, "policy": limits.policy}
+    return {"timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb, "run_as_main": limits.run_as_main,
+            "policy": limits.policy}  # fmt: skip
 
 
 def finished_under(output: str | Path, limits: dict[str, Any]) -> set[str]:
