@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,15 +37,18 @@ def humaneval_rows(broken: bool = False) -> list[dict]:
     return rows
 
 
+def all_enterable(path: Path) -> bool:
+    """Whether every ancestor of ``path`` lets others in (an unprivileged uid cannot enter /root, mode 0700)."""
+    return all(os.stat(parent).st_mode & 0o001 for parent in path.resolve().parents)
+
+
 def python_for_helper_without_bwrap() -> str:
     """An interpreter for a pool whose helper starts without bubblewrap. As root that helper runs as an unprivileged
     uid, which must reach the interpreter and this checkout: a system python rather than one under /root."""
-    from lightning_selfalign.sandbox.isolation import _hidden_ancestor
-
     if os.geteuid() != 0:
         return sys.executable
     python = "/usr/bin/python3"
-    if not os.access(python, os.X_OK) or _hidden_ancestor(str(REPO)):
+    if not os.access(python, os.X_OK) or not all_enterable(REPO):
         pytest.skip("no interpreter and checkout that an unprivileged uid can reach")
     return python
 
@@ -511,10 +515,51 @@ def test_rlimits_mode_runs_kills_and_cleans_up():
 
 def test_checkout_or_venv_under_tmp_is_bound_back_into_the_sandbox():
     """The sandbox's private /tmp hides the host's; a clone or virtualenv there (CI, pytest) must stay reachable."""
-    from lightning_selfalign.sandbox.isolation import rebind_under_tmp
+    from lightning_selfalign.sandbox.isolation import bind_read_only
 
-    args = rebind_under_tmp(["/tmp/ci/.venv/bin/python", "/tmp/ci/.venv", "/usr/lib/python3", "/tmp/ci/pkg/sandbox"])
+    args = bind_read_only(["/tmp/ci/.venv/bin/python", "/tmp/ci/.venv", "/usr/lib/python3", "/tmp/ci/pkg/sandbox"])
     assert args == [
         "--perms", "0755", "--dir", "/tmp/ci", "--ro-bind", "/tmp/ci/.venv", "/tmp/ci/.venv",
         "--perms", "0755", "--dir", "/tmp/ci/pkg", "--ro-bind", "/tmp/ci/pkg/sandbox", "/tmp/ci/pkg/sandbox",
     ]  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+def test_bwrap_shows_the_system_and_interpreter_but_no_host_service_checkout_or_home(tmp_path):
+    """A world-writable host unix socket (as D-Bus or a database leaves under /var/tmp or /run), the checkout with
+    its .git, /sys/class/net and /home are not in a sample's view; the interpreter, its stdlib and a subprocess of
+    sys.executable still work."""
+    socket_dir = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="selfalign-socket-"))
+    socket_path = socket_dir / "service.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_path))
+    listener.listen(1)
+    socket_dir.chmod(0o777)
+    socket_path.chmod(0o777)
+    hidden = [str(socket_path), str(REPO / ".git"), "/sys/class/net", "/home", "/var", "/run", "/opt"]
+    code = (
+        "import os, socket, subprocess, sys\n"
+        "def probe(path):\n"
+        "    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        "    try:\n"
+        "        client.connect(path)\n"
+        "        return 'connected'\n"
+        "    except OSError as exc:\n"
+        "        return type(exc).__name__\n"
+    )
+    tests = (
+        f"assert probe({str(socket_path)!r}) == 'FileNotFoundError'\n"
+        f"for path in {hidden!r}:\n"
+        "    assert not os.path.exists(path), path\n"
+        "assert os.path.isdir('/usr/lib') and os.path.exists('/etc/ld.so.cache')\n"
+        "import decimal, json, sqlite3\n"
+        "done = subprocess.run([sys.executable, '-c', 'print(6 * 7)'], capture_output=True, text=True)\n"
+        "assert done.stdout == '42\\n', done.stderr\n"
+    )
+    try:
+        with SandboxPool(workers=1, isolation="bwrap") as pool:
+            result = pool.run(code, tests, Limits())
+    finally:
+        listener.close()
+        shutil.rmtree(socket_dir)
+    assert (result.verdict, result.reason) == (Verdict.PASS, "")

@@ -44,9 +44,10 @@ test method that passed while the tests ran is one check, a failed one fails the
 ran are run after the module).
 
 Does not protect against: kernel exploits (samples share the host kernel: use a VM or gVisor for hostile users);
-*reading* files an unprivileged uid may read (the view of ``/`` is read-only, not empty: checkouts with their
-``.git`` are readable, and a unix socket on the host's filesystem that the sample's uid may write to (under
-/var/tmp, /run) can be connected to, network namespace or not; as root, directories like /root are hidden); total
+*reading* files an unprivileged uid may read where bubblewrap is missing (``namespaces`` mode shows all of
+``/``, read-only to the sample's uid, so checkouts and host unix sockets under /var/tmp or /run are reachable;
+with bubblewrap the view is only the system's programs and libraries, the interpreter's trees and a few files of
+/etc); total
 memory beyond processes x the per-process cap where no memory cgroup can be made; CPU contention between samples
 (shows up as slower runs or timeouts; timeouts are retried once alone); and, with the policy off (``selfalign
 evaluate``), a sample written against this harness: it runs in the harness's interpreter and can find the check

@@ -3,7 +3,8 @@
 Modes, strongest first:
 
 - ``bwrap``: the helper runs in bubblewrap with every namespace unshared (no network interfaces, own
-  PID/IPC/UTS), a read-only view of ``/``, an empty environment, no capabilities; each sample then gets
+  PID/IPC/UTS), a minimal read-only view of the host (system programs and libraries, the interpreter's trees, a
+  few files of /etc: no home, checkout, /var, /run or /sys), an empty environment, no capabilities; each sample then gets
   its own user + PID + mount namespace (PID 1 of it), a private size-capped tmpfs as /tmp, a fresh /proc.
 - ``namespaces``: the same per-sample namespaces, and the helper unshares user/network/IPC/UTS itself,
   but the filesystem is only protected by file permissions (as root: the sample runs as an unprivileged
@@ -60,7 +61,7 @@ PROTECTIONS = {
         "no network (empty network namespace)",
         "own PID namespace per sample (all its processes die with it)",
         "own IPC namespace per sample (its SysV and POSIX IPC objects die with it)",
-        "read-only filesystem except a private size-capped /tmp",
+        "minimal read-only filesystem view (system, interpreter) and a private size-capped /tmp",
         "process cap (RLIMIT_NPROC, unprivileged uid in its own user namespace)",
         "no capabilities, no new privileges",
         *COMMON,
@@ -99,25 +100,45 @@ def helper_config(mode: str, slot: int, scratch_mb: int = 64) -> dict:
     }
 
 
-def _hidden_ancestor(path: str) -> str | None:
-    """The highest ancestor of ``path`` an unprivileged uid cannot enter (e.g. /root, mode 0700), if any."""
-    parts = os.path.realpath(path).split(os.sep)
-    for depth in range(2, len(parts) + 1):
-        ancestor = os.sep.join(parts[:depth])
-        if os.path.isdir(ancestor) and not os.stat(ancestor).st_mode & 0o001:
-            return ancestor
-    return None
+# What a sample sees of the host besides the interpreter's own trees (python_paths): the system's programs and
+# libraries, and the few files of /etc that the dynamic linker, locale and user lookups read. Nothing else: no
+# home or checkout (with its .git), no /var or /run (host unix sockets), no /sys, no /opt or /srv.
+SYSTEM_TREES = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+SYSTEM_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/localtime",
+    "/etc/nsswitch.conf",
+    "/etc/passwd",
+    "/etc/group",
+)
 
 
 def python_paths(python: str) -> list[str]:
-    """What the helper's interpreter needs to read: the interpreter, its prefixes, this package."""
+    """What the helper's interpreter needs to read: the interpreter, its prefixes, this package's sandbox."""
     return sorted({os.path.realpath(python), sys.prefix, sys.base_prefix, str(HELPER.parent)})
 
 
+def system_view() -> list[str]:
+    """bwrap arguments that show the system trees (a merged-/usr symlink as the same symlink) and files, read-only."""
+    args: list[str] = []
+    for path in SYSTEM_TREES:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+    args += ["--perms", "0755", "--dir", "/etc"]  # bwrap would make it 0700: closed to the unprivileged uid
+    for path in SYSTEM_FILES:
+        args += ["--ro-bind-try", path, path]
+    return args
+
+
 def bwrap_prefix(as_root: bool, python: str) -> list[str]:
-    """bubblewrap arguments. As root: no user namespace (the helper drops to its own uid, keeping only
-    CAP_SETUID/CAP_SETGID to do so), and directories like /root (0700) that hold the interpreter are replaced
-    by an empty tmpfs with only the interpreter's tree bound back, so the unprivileged uid can run it."""
+    """bubblewrap arguments: a minimal filesystem view (:func:`system_view`, the interpreter's trees, a private
+    /tmp, fresh /proc and /dev), every namespace unshared, no capabilities, an empty environment. As root: no user
+    namespace (the helper drops to its own uid, keeping only CAP_SETUID/CAP_SETGID to do so)."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise FileNotFoundError("bwrap not found (Debian/Ubuntu: apt-get install bubblewrap)")
@@ -126,59 +147,31 @@ def bwrap_prefix(as_root: bool, python: str) -> list[str]:
         caps = ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         unshare, caps = ["--unshare-all"], ["--cap-drop", "ALL"]
-    args = [
-        bwrap,
-        *unshare,
-        "--die-with-parent",
-        "--new-session",
-        "--ro-bind",
-        "/",
-        "/",
-        "--tmpfs",
-        "/tmp",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        *caps,
-        "--clearenv",
-    ]
-    if as_root:
-        paths = python_paths(python)
-        binds = [p for p in paths if _hidden_ancestor(p) and not any(p.startswith(q + os.sep) for q in paths)]
-        for hidden in sorted({_hidden_ancestor(p) for p in binds}):
-            args += ["--tmpfs", hidden]
-        for path in binds:
-            parent = os.path.dirname(path)
-            chain = []
-            while parent != _hidden_ancestor(path):
-                chain.insert(0, parent)
-                parent = os.path.dirname(parent)
-            for directory in chain:  # bwrap would create these 0700
-                args += ["--perms", "0755", "--dir", directory]
-            args += ["--ro-bind", path, path]
-    args += rebind_under_tmp([python, *python_paths(python)])
+    args = [bwrap, *unshare, "--die-with-parent", "--new-session", *system_view()]
+    args += ["--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev", *caps, "--clearenv"]
+    args += bind_read_only([python, *python_paths(python)])
     for name, value in HELPER_ENV.items():
         args += ["--setenv", name, value]
     return args + ["--chdir", "/tmp"]
 
 
-def rebind_under_tmp(paths: list[str]) -> list[str]:
-    """bwrap arguments that bring back, read-only, what the helper needs from under the host's /tmp, which the
-    sandbox's private /tmp hides (a checkout or virtualenv in /tmp, as CI or pytest's tmp_path makes)."""
-    wanted = sorted({os.path.abspath(p) for p in paths if os.path.abspath(p).startswith("/tmp/")})
+def bind_read_only(paths: list[str]) -> list[str]:
+    """bwrap arguments that bind ``paths`` read-only at the same place, outermost first, each missing parent made
+    0755 so the unprivileged uid can traverse it (under /root, or under the sandbox's private /tmp: a checkout or
+    virtualenv in /tmp, as CI or pytest's tmp_path makes). Paths the system view already shows are skipped."""
+    shown = tuple(tree + os.sep for tree in SYSTEM_TREES if os.path.isdir(tree) and not os.path.islink(tree))
+    wanted = sorted({os.path.abspath(p) for p in paths if not os.path.abspath(p).startswith(shown)})
     outermost = [p for p in wanted if not any(p.startswith(q + os.sep) for q in wanted if q != p)]
     args: list[str] = []
-    made: set[str] = set()
+    made = {"/", "/tmp"}
     for path in outermost:
         parent, chain = os.path.dirname(path), []
-        while parent != "/tmp":
+        while parent not in made:
             chain.insert(0, parent)
             parent = os.path.dirname(parent)
         for directory in chain:
-            if directory not in made:  # explicit 0755 so the unprivileged uid can traverse them
-                args += ["--perms", "0755", "--dir", directory]
-                made.add(directory)
+            args += ["--perms", "0755", "--dir", directory]
+            made.add(directory)
         args += ["--ro-bind", path, path]
     return args
 
