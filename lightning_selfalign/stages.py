@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from lightning_selfalign.engines import Completion, Engine, EngineOptions, Request, Sampling, load_engine
+from lightning_selfalign.engines import Completion, Engine, LazyEngine, Request, Sampling
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.jsonl import (
     JsonlAppender,
@@ -40,6 +40,7 @@ from lightning_selfalign.jsonl import (
     stable_id,
     write_stats,
 )
+from lightning_selfalign.options import EngineChoice, SamplingOptions, document_flags, from_flags
 from lightning_selfalign.presets import DEFAULT_PRESET, generation_preset
 from lightning_selfalign.prompts import (
     CATEGORIES,
@@ -370,6 +371,27 @@ def summary_lines(stats: dict[str, Any]) -> list[str]:
     ]
 
 
+def generate_file(
+    stage: Stage,
+    input: str,
+    output: str | Path,
+    engine: LazyEngine,
+    settings: StageSettings,
+    shard: tuple[int, int] = (0, 1),
+) -> dict[str, Any]:
+    """One stage over the rows of ``input`` (a JSONL file or glob) that fall in ``shard``, appended to ``output`` (or
+    its shard's file, :func:`shard_output`), with the counts written beside it. The engine loads once the rows are
+    read and checked. Returns the stats."""
+    refuse_output_among_inputs(input, output)
+    rows = [row for row in read_jsonl_files(input, required=REQUIRED_INPUT[stage]) if in_shard(str(row["id"]), shard)]
+    target = shard_output(output, shard)
+    stats = run_stage(stage, rows, target, engine.get(), settings, source=input)
+    stats.update(shard=f"{shard[0]}/{shard[1]}", input=input)
+    write_stats(target, stats)
+    return stats
+
+
+@document_flags(EngineChoice, SamplingOptions)
 def generate_command(
     *,
     stage: Stage,
@@ -406,79 +428,36 @@ def generate_command(
     """Run one generation stage: concepts from seeds, instructions from concepts, responses from instructions.
 
     Appends rows to OUTPUT and records dropped samples (cut off, unparseable) in OUTPUT.dropped.jsonl; rerunning
-    the same command resumes where it stopped. Counts and the settings go to OUTPUT.stats.json.
+    the same command resumes where it stopped. Counts and the settings go to OUTPUT.stats.json. The engine and
+    sampling flags are the fields of EngineChoice and SamplingOptions (lightning_selfalign.options), which
+    selfalign self-align takes as --generation.X.
 
     Args:
         stage: concepts (reads id, seed), instructions (reads id, seed, concepts; samples category and difficulty per
             row) or responses (reads id, instruction; writes response, code, tests).
         input: JSONL file (or glob, e.g. 'instructions.shard-*.jsonl') of the previous stage's rows.
         output: JSONL file to append to; with more than one shard, '.shard-0000i-of-0000n' is inserted.
-        engine: hf (transformers in this process; CPU default), vllm (in-memory vllm.LLM, GPUs) or openai (any
-            OpenAI-compatible server: vllm serve, SGLang, llama.cpp, python -m lightning_selfalign.serve).
         model: model folder or Hub name (hf, vllm); the served model's name (openai; default: the server's first).
-        base_url: server URL for --engine openai, e.g. http://127.0.0.1:8000/v1.
-        api_key: key for --engine openai (default: $OPENAI_API_KEY, else a placeholder local servers accept).
-        chat: prompt through the model's chat template (instruct models) instead of plain completion text (base
-            models).
-        preset: the published pipeline whose settings fill every option left unset: starcoder2-instruct
-            (temperature 0.7, top_p 1.0, 1536 new tokens, n 1 / 1 / 10, 8 / 8 / 1 few-shots, function tasks only)
-            or selfcodealign (its prompt layout; function 1/2, class 1/4, program 1/4). See docs/fidelity.md.
-        prompt_format: prompt layout (default: the preset's): starcoder2-instruct, selfcodealign, or selfalign-v1
-            (this project's first layout).
         n: samples per input row (default: the preset's; 10 for responses, 1 otherwise).
-        temperature: sampling temperature; 0 is greedy (default: the preset's, 0.7).
-        top_p: nucleus sampling mass (default: the preset's, 1.0).
         max_new_tokens: longest generation; longer samples are dropped as 'length' (default: the preset's, 1536).
-        num_fewshot: few-shot examples per prompt (default: the published 8 concepts, 8 instructions, 1 responses).
-        categories: task kinds the instructions stage draws from, uniformly; list one twice to draw it twice as
-            often (default: the preset's: function; selfcodealign: function, function, class, program).
-        difficulties: difficulties the instructions stage draws from, uniformly (default: easy, medium, hard).
-        batch_size: prompts per engine call (hf: one padded batch; default 16 hf, 4 x concurrency openai, 2048
-            vllm). Output is written after each call.
-        concurrency: most requests in flight at once (openai).
-        request_timeout: seconds before one request is abandoned and retried (openai).
-        max_retries: retries per request on connection errors, timeouts, 429 and 5xx, with exponential backoff
-            (openai).
-        tensor_parallel_size: GPUs one model is split over (vllm).
-        gpu_memory_utilization: fraction of GPU memory vLLM may take (vllm).
-        dtype: weights dtype (hf, vllm); auto takes the checkpoint's.
-        vllm_kwargs: more keyword arguments for vllm.LLM (vllm), e.g. '{max_model_len: 8192, enforce_eager: true}'.
         shard: 'i/n' to process only shard i of n (rows split by id hash); default: the launcher's RANK/WORLD_SIZE
             (torchrun) or SLURM_PROCID/SLURM_NTASKS when set, else 0/1.
         round: self-alignment round stored in every row.
-        seed: base of every sample's seed (each sample's seed derives from it and the sample's id).
         keep_dropped: also store the generated text of dropped samples in OUTPUT.dropped.jsonl, for inspection.
         progress: show the progress bar.
     """
-    settings = StageSettings.for_stage(
-        stage, preset, prompt_format=prompt_format, n=n, temperature=temperature, top_p=top_p,
-        max_new_tokens=max_new_tokens, chat=chat,
-        num_fewshot=num_fewshot, categories=tuple(categories) if categories else None,
-        difficulties=tuple(difficulties) if difficulties else None, round=round, seed=seed,
-        batch_size=batch_size, keep_dropped=keep_dropped, progress=progress,
+    sampling, choice = from_flags(SamplingOptions, locals()), from_flags(EngineChoice, locals())
+    settings = sampling.stage_settings(
+        stage, n=n, max_new_tokens=max_new_tokens, round=round, batch_size=batch_size, keep_dropped=keep_dropped,
+        progress=progress,
     )  # fmt: skip
-    problems = settings.problems()
+    problems = settings.problems() + choice.problems()
     if model is None and engine != "openai":
         problems.append(f"--model is required with --engine {engine}")
     if problems:
         raise UserError("; ".join(problems))
-    part = parse_shard(shard)
-    refuse_output_among_inputs(input, output)
-    rows = [row for row in read_jsonl_files(input, required=REQUIRED_INPUT[stage]) if in_shard(str(row["id"]), part)]
-    options = EngineOptions(
-        base_url=base_url, api_key=api_key, concurrency=concurrency, request_timeout=request_timeout,
-        max_retries=max_retries, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-        gpu_memory_utilization=gpu_memory_utilization, batch_size=batch_size, extra=dict(vllm_kwargs or {}),
-    )  # fmt: skip
-    backend = load_engine(engine, model, options)
-    try:
-        target = shard_output(output, part)
-        stats = run_stage(stage, rows, target, backend, settings, source=input)
-    finally:
-        backend.close()
-    stats["shard"] = f"{part[0]}/{part[1]}"
-    stats["input"] = input
-    write_stats(target, stats)
+    with LazyEngine(lambda: choice.load(model)) as backend:
+        stats = generate_file(stage, input, output, backend, settings, parse_shard(shard))
     for line in summary_lines(stats):
         print(line)
 
@@ -487,6 +466,7 @@ __all__ = [
     "StageSettings",
     "dropped_path",
     "generate_command",
+    "generate_file",
     "parse_shard",
     "run_stage",
     "write_concepts",

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or build_model(workdir)
     extra = {"enforce_eager": True, "max_model_len": 2048}
     options = EngineOptions(
-        tensor_parallel_size=args.tensor_parallel_size, dtype="bfloat16", gpu_memory_utilization=0.5, extra=extra
+        tensor_parallel_size=args.tensor_parallel_size, dtype="bfloat16", gpu_memory_utilization=0.5, vllm_kwargs=extra
     )
     engine = load_engine("vllm", model, options)
     sampling = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens)

@@ -14,7 +14,6 @@ from lightning_selfalign.cli import main
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.evaluation import (
     CHAT_RESPONSE_PREFIX,
-    GenerationSettings,
     completion_of,
     evaluate_command,
     extract_code,
@@ -22,6 +21,7 @@ from lightning_selfalign.evaluation import (
     pass_at_k,
     read_samples,
 )
+from lightning_selfalign.options import EvaluationSampling
 
 PROBLEMS = list(read_problems().values())
 
@@ -174,9 +174,9 @@ def test_chat_answers_keep_only_the_code():
     assert extract_code("```\nx = 1\n```") == "x = 1\n"
     assert extract_code("```python\nx = 1") == "x = 1"  # cut off before the closing fence
     assert extract_code("no fence") == "no fence"
-    prefilled = GenerationSettings(chat=True)
+    prefilled = EvaluationSampling(chat=True)
     assert completion_of("\ndef f():\n    return 1\n```\nmore prose", prefilled) == "\ndef f():\n    return 1\n"
-    assert completion_of("    return 1", GenerationSettings()) == "    return 1"
+    assert completion_of("    return 1", EvaluationSampling()) == "    return 1"
 
 
 def test_humaneval_chat_prompt_is_the_reference_evaluations_byte_for_byte(tiny_model_dir):

@@ -9,8 +9,9 @@ import random
 import pytest
 
 from lightning_selfalign.curation import CurationConfig
+from lightning_selfalign.options import ExecutionOptions
 from lightning_selfalign.prompts import DEFAULT_FORMAT, DEFAULT_NUM_FEWSHOT, build_prompt
-from lightning_selfalign.rounds.settings import ExecutionOptions, GenerationOptions
+from lightning_selfalign.rounds.settings import GenerationOptions
 from lightning_selfalign.sandbox.batch import execute_command
 from lightning_selfalign.stages import StageSettings, generate_command
 

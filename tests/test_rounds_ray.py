@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from lightning_selfalign.cli import main
-from lightning_selfalign.rounds import ExecutionOptions, RoundPaths, RoundSettings, execute_round, load_settings
+from lightning_selfalign.options import ExecutionOptions
+from lightning_selfalign.rounds import RoundPaths, RoundSettings, execute_round, load_settings
 from lightning_selfalign.rounds.settings import save_settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """Served models follow the weights: ``selfalign serve --allow_reload true`` on loopback switches to another folder
-only when told (SGLang's ``POST /update_weights_from_disk``), and a round's engine (``RoundEngine``) runs
+only when told (SGLang's ``POST /update_weights_from_disk``), and a round's engine (``round_engine``) runs
 ``--generation.reload_command`` first, so what it generates after the reload comes from the new weights. Failures of
 the hook (exit code, timeout, a server that never reports the folder) are one-line errors.
 """
@@ -17,7 +17,7 @@ from test_engines_openai import ServerProcess, scripted
 
 from lightning_selfalign.engines import EngineOptions, Request, Sampling, load_engine
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.rounds import GenerationOptions, RoundEngine, RoundSettings
+from lightning_selfalign.rounds import GenerationOptions, RoundSettings, round_engine
 from lightning_selfalign.rounds.serving import serve_model, served_models
 
 # What a user would write for SGLang or selfalign serve, as Python so the test needs no curl.
@@ -68,13 +68,13 @@ def test_round_engine_reloads_the_server_and_generates_with_the_new_weights(tiny
         plain = load_engine("openai", "tiny", EngineOptions(base_url=server.url))
         assert plain.generate(REQUESTS, SAMPLING) == expected_first, "before any reload the server serves its model"
 
-        engine = RoundEngine(str(first), options)
+        engine = round_engine(str(first), options)
         assert engine.get().generate(REQUESTS, SAMPLING) == expected_first
         engine.close()
         assert not calls.exists(), "a server already serving the model is not reloaded"
         assert plain.generate(REQUESTS, SAMPLING) == expected_first, "a new folder alone changes nothing"
 
-        engine = RoundEngine(str(second), options)
+        engine = round_engine(str(second), options)
         assert engine.get().generate(REQUESTS, SAMPLING) == expected_second
         engine.close()
         assert calls.read_text().split() == [str(second.resolve())]

@@ -194,7 +194,7 @@ def test_policy_is_on_for_training_data_and_off_for_benchmarks():
     import inspect
 
     from lightning_selfalign.evaluation.command import evaluate_command
-    from lightning_selfalign.rounds.settings import ExecutionOptions
+    from lightning_selfalign.options import ExecutionOptions
     from lightning_selfalign.sandbox.batch import execute_command
 
     assert ExecutionOptions().policy is True  # the rounds' filter

@@ -1,4 +1,5 @@
-"""``selfalign curate``: read executed rows, curate, write SFT rows, removed rows and stats."""
+"""``selfalign curate``: :func:`curate_file` reads executed rows, curates them and writes SFT rows, removed rows and
+stats (the rounds call it too); :func:`curate_command` parses the flags and prints the summary."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Any, Literal
 from tqdm import tqdm
 
 from lightning_selfalign.curation.pipeline import CurationConfig, config_dict, curate
-from lightning_selfalign.decontamination import parse_benchmark_file
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.jsonl import (
     expand_paths,
@@ -21,6 +21,7 @@ from lightning_selfalign.jsonl import (
     write_jsonl,
     write_stats,
 )
+from lightning_selfalign.options import document_flags, from_flags
 from lightning_selfalign.records import REQUIRED_CURATE
 
 _STRING_FIELDS = ("instruction", "response", "verdict")
@@ -59,12 +60,14 @@ def _type_problem(row: dict[str, Any]) -> str | None:
     return None
 
 
-def read_executed_rows(input: str | list[str], progress: bool = True) -> Iterator[dict[str, Any]]:
+def read_executed_rows(
+    input: str | list[str], progress: bool = True, allow_empty: bool = False
+) -> Iterator[dict[str, Any]]:
     """Stream executed rows from every file matched by ``input``; a malformed row names its file and line."""
     for path in expand_paths(input):
         for number, row in enumerate(
             tqdm(
-                read_jsonl(path, required=REQUIRED_CURATE),
+                read_jsonl(path, required=REQUIRED_CURATE, allow_empty=allow_empty),
                 desc=f"curate: {path.name}",
                 unit="row",
                 disable=not progress,
@@ -78,6 +81,7 @@ def read_executed_rows(input: str | list[str], progress: bool = True) -> Iterato
             yield row
 
 
+@document_flags(CurationConfig)
 def curate_command(
     input: str | list[str],
     output: str,
@@ -115,84 +119,30 @@ def curate_command(
     Writes OUTPUT (SFT rows: instruction, response, round, id, parent_id and lineage), OUTPUT's
     ``.removed.jsonl`` (one line per dropped row: step, reason, matched benchmark item or duplicate id)
     and ``.stats.json`` (rows in, rows out, dropped per step and reason). The output is rewritten whole
-    (curation compares rows with each other, so there is nothing to resume).
+    (curation compares rows with each other, so there is nothing to resume). Every other flag is a field of
+    CurationConfig, which selfalign self-align takes as --curation.X.
 
     Args:
         input: executed JSONL file(s) or glob(s); rows need id, instruction, response, verdict.
         output: SFT JSONL file to write.
-        preset: the published curation whose values fill every option left unset: starcoder2-instruct (random
-            pick, seed 0, exact and function-name dedup, its SMART sanitizing, no MinHash) or selfcodealign
-            (random pick, seed 6666, tests split off, MinHash at 0.7). See docs/fidelity.md.
-        normalize_fences: rewrite code fences as ```python / ```, close an unclosed last block.
-        strip_chatter: cut a run-on into the next prompt example and closing pleasantries.
-        drop_tests: remove the tests from the response (the [Tests] section, what follows </response>, or the
-            tests block and its "Tests:" heading).
-        keep_asked_tests: keep the tests where the instruction mentions tests (StarCoder2-Instruct's rule).
-        drop_reasoning: chance of leaving a StarCoder2-Instruct response's [Reasoning] out (0.5 in its SMART pass).
-        drop_explanation: chance of leaving its [Explanation] out (0.5 in its SMART pass).
-        assert_probability: chance of appending 1-5 of the row's asserts to the instruction.
-        strip_comments: remove # comments inside the response's Python blocks.
-        require_pass: keep only rows whose verdict is pass; false keeps every parsed response whatever its verdict
-            (the execution-filter ablation of SelfCodeAlign).
-        drop_incomplete: drop responses with TODO / FIXME / "your code here".
-        drop_truncated: drop responses cut by the length limit (finish_reason "length").
-        select: which passing response to keep per instruction: most_tests (most checks run, then
-            shortest code, then id) or random (seeded, order-independent).
-        seed: seed for --select random and --assert_probability.
-        exact_dedup: drop rows whose dedup field repeats an earlier row's after normalisation.
-        function_name_dedup: drop rows whose code defines the same set of function and class names as an
-            earlier row's.
-        near_dedup: drop near duplicates with MinHash LSH (datasketch).
-        dedup_fields: fields deduplicated in turn (default: instruction, response, code).
-        dedup_threshold: Jaccard similarity at which two texts are near duplicates.
-        dedup_num_perm: MinHash permutations.
-        dedup_ngram: word n-gram length of the MinHash shingles.
-        benchmark_files: JSONL benchmark files (NAME=PATH or PATH) checked besides HumanEval, which
-            is always checked (MBPP, DS-1000, LiveCodeBench, ...).
-        decontamination_fields: row fields scanned for benchmark overlap (default: instruction, response).
-        decontamination_ngram: n-gram length of the overlap test, in normalised word tokens.
-        decontamination_threshold: share of a benchmark item's n-grams that marks a row contaminated.
-        workers: processes for MinHash and decontamination.
-        progress: show progress bars on stderr.
     """
-    config = CurationConfig(
-        preset=preset,
-        normalize_fences=normalize_fences,
-        strip_chatter=strip_chatter,
-        drop_tests=drop_tests,
-        keep_asked_tests=keep_asked_tests,
-        drop_reasoning=drop_reasoning,
-        drop_explanation=drop_explanation,
-        function_name_dedup=function_name_dedup,
-        assert_probability=assert_probability,
-        strip_comments=strip_comments,
-        require_pass=require_pass,
-        drop_incomplete=drop_incomplete,
-        drop_truncated=drop_truncated,
-        select=select,
-        seed=seed,
-        exact_dedup=exact_dedup,
-        near_dedup=near_dedup,
-        dedup_fields=tuple(dedup_fields or ("instruction", "response", "code")),
-        dedup_threshold=dedup_threshold,
-        dedup_num_perm=dedup_num_perm,
-        dedup_ngram=dedup_ngram,
-        benchmark_files=tuple(benchmark_files or ()),
-        decontamination_fields=tuple(decontamination_fields or ("instruction", "response")),
-        decontamination_ngram=decontamination_ngram,
-        decontamination_threshold=decontamination_threshold,
-        workers=workers,
-        progress=progress,
-    )
+    config = from_flags(CurationConfig, locals())
+    stats = curate_file(input, output, config)
+    print(_summary(stats), file=sys.stderr)
+    return stats
+
+
+def curate_file(
+    input: str | list[str], output: str | Path, config: CurationConfig, allow_empty: bool = False
+) -> dict[str, Any]:
+    """Curate the executed rows of ``input`` (files or globs) into ``output``, writing the removed rows and the stats
+    beside it; an empty input is an error unless ``allow_empty``. Returns the stats."""
     problems = config.problems()
     if problems:
         raise UserError("; ".join(problems))
-    missing = [spec for spec in benchmark_files or () if not parse_benchmark_file(spec)[1].is_file()]
-    if missing:
-        raise UserError(f"--benchmark_files: no such file(s): {', '.join(missing)}")
     refuse_output_among_inputs(input, output)
     started = time.perf_counter()
-    result = curate(read_executed_rows(input, progress=progress), config)
+    result = curate(read_executed_rows(input, config.progress, allow_empty), config)
     write_jsonl(output, result.rows)
     write_jsonl(removed_path(output), result.removed)
     stats = result.stats()
@@ -205,7 +155,6 @@ def curate_command(
         settings=config_dict(config.resolved()),
     )
     write_stats(output, stats)
-    print(_summary(stats), file=sys.stderr)
     return stats
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from tqdm import tqdm
 
 from lightning_selfalign.curation import sanitize
-from lightning_selfalign.decontamination import Decontaminator
+from lightning_selfalign.decontamination import Decontaminator, parse_benchmark_file
 from lightning_selfalign.dedup import MinHasher, exact_duplicate_of, near_duplicate_of
 from lightning_selfalign.presets import PRESETS, curation_preset
 from lightning_selfalign.prompts.formats import starcoder2_sections
@@ -40,7 +40,44 @@ SELECT_RULES = ("most_tests", "random")
 @dataclass
 class CurationConfig:
     """Every curation option (the ``selfalign curate`` flags of the same names). Options left None take the
-    ``preset``'s value (:mod:`lightning_selfalign.presets`); :meth:`resolved` fills them in."""
+    ``preset``'s value (:mod:`lightning_selfalign.presets`); :meth:`resolved` fills them in.
+
+    Attributes:
+        preset: the published curation whose values fill every option left unset: starcoder2-instruct (random
+            pick, seed 0, exact and function-name dedup, its SMART sanitizing, no MinHash) or selfcodealign
+            (random pick, seed 6666, tests split off, MinHash at 0.7). See docs/fidelity.md.
+        normalize_fences: rewrite code fences as ```python / ```, close an unclosed last block.
+        strip_chatter: cut a run-on into the next prompt example and closing pleasantries.
+        drop_tests: remove the tests from the response (the [Tests] section, what follows </response>, or the
+            tests block and its "Tests:" heading).
+        keep_asked_tests: keep the tests where the instruction mentions tests (StarCoder2-Instruct's rule).
+        drop_reasoning: chance of leaving a StarCoder2-Instruct response's [Reasoning] out (0.5 in its SMART pass).
+        drop_explanation: chance of leaving its [Explanation] out (0.5 in its SMART pass).
+        assert_probability: chance of appending 1-5 of the row's asserts to the instruction.
+        strip_comments: remove # comments inside the response's Python blocks.
+        require_pass: keep only rows whose verdict is pass; false keeps every parsed response whatever its verdict
+            (the execution-filter ablation of SelfCodeAlign).
+        drop_incomplete: drop responses with TODO / FIXME / "your code here".
+        drop_truncated: drop responses cut by the length limit (finish_reason "length").
+        select: which passing response to keep per instruction: most_tests (most checks run, then
+            shortest code, then id) or random (seeded, order-independent).
+        seed: seed for --select random and --assert_probability.
+        exact_dedup: drop rows whose dedup field repeats an earlier row's after normalisation.
+        function_name_dedup: drop rows whose code defines the same set of function and class names as an
+            earlier row's.
+        near_dedup: drop near duplicates with MinHash LSH (datasketch).
+        dedup_fields: fields deduplicated in turn (default: instruction, response, code).
+        dedup_threshold: Jaccard similarity at which two texts are near duplicates.
+        dedup_num_perm: MinHash permutations.
+        dedup_ngram: word n-gram length of the MinHash shingles.
+        benchmark_files: JSONL benchmark files (NAME=PATH or PATH) checked besides HumanEval, which
+            is always checked (MBPP, DS-1000, LiveCodeBench, ...).
+        decontamination_fields: row fields scanned for benchmark overlap (default: instruction, response).
+        decontamination_ngram: n-gram length of the overlap test, in normalised word tokens.
+        decontamination_threshold: share of a benchmark item's n-grams that marks a row contaminated.
+        workers: processes for MinHash and decontamination.
+        progress: show progress bars on stderr.
+    """
 
     preset: str = "starcoder2-instruct"
     normalize_fences: bool = True
@@ -102,6 +139,9 @@ class CurationConfig:
         ):
             if value < 1:
                 found.append(f"{flag} must be at least 1, got {value}")
+        missing = [spec for spec in self.benchmark_files if not parse_benchmark_file(spec)[1].is_file()]
+        if missing:
+            found.append(f"--benchmark_files: no such file(s): {', '.join(missing)}")
         return found
 
 

@@ -12,8 +12,8 @@ Completion text never includes the stop string, whichever engine made it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from lightning_selfalign.errors import UserError
@@ -76,7 +76,22 @@ class Engine(Protocol):
 
 @dataclass
 class EngineOptions:
-    """Backend-specific settings; each engine reads the ones it knows."""
+    """Backend settings; each engine reads the ones it knows.
+
+    Attributes:
+        base_url: openai: the server's URL, e.g. http://127.0.0.1:8000/v1.
+        api_key: openai: the server's key (default: $OPENAI_API_KEY, else a placeholder local servers accept).
+        concurrency: openai: most requests in flight at once.
+        request_timeout: openai: seconds before one request is abandoned and retried.
+        max_retries: openai: retries per request on connection errors, timeouts, 429 and 5xx, with exponential
+            backoff.
+        tensor_parallel_size: vllm: GPUs one model is split over.
+        dtype: hf, vllm: weights dtype; auto takes the checkpoint's.
+        gpu_memory_utilization: vllm: fraction of GPU memory the engine may take.
+        batch_size: prompts per engine call (hf: one padded batch; default 16 hf, 4 x concurrency openai, 2048
+            vllm); output is written after each call.
+        vllm_kwargs: vllm: more keyword arguments for vllm.LLM, e.g. '{max_model_len: 8192, enforce_eager: true}'.
+    """
 
     base_url: str | None = None
     api_key: str | None = None
@@ -84,10 +99,34 @@ class EngineOptions:
     request_timeout: float = 600.0
     max_retries: int = 5
     tensor_parallel_size: int = 1
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gpu_memory_utilization: float = 0.9
     batch_size: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    vllm_kwargs: dict[str, Any] | None = None
+
+
+class LazyEngine:
+    """An engine made by ``load`` on first :meth:`get` (a stage with nothing to do never loads the model) and
+    reused until :meth:`close`; a ``with`` block closes it."""
+
+    def __init__(self, load: Callable[[], Engine]) -> None:
+        self._load, self._engine = load, None
+
+    def get(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._load()
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self) -> LazyEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -153,7 +192,7 @@ def load_engine(name: str, model: str, options: EngineOptions | None = None) -> 
             tensor_parallel_size=options.tensor_parallel_size,
             dtype=options.dtype,
             gpu_memory_utilization=options.gpu_memory_utilization,
-            **options.extra,
+            **(options.vllm_kwargs or {}),
         )
     raise UserError(f"--engine must be one of {', '.join(ENGINES)}, got {name!r}")
 
@@ -164,6 +203,7 @@ __all__ = [
     "Engine",
     "EngineName",
     "EngineOptions",
+    "LazyEngine",
     "Request",
     "Sampling",
     "cut_at_stop",

@@ -21,15 +21,16 @@ compares them, and the report gives both scores. Any other benchmark is a JSONL 
 The package, one concern per module: :mod:`.tasks` (the benchmark's tasks), :mod:`.evalplus_data` (HumanEval+ and
 MBPP+ from evalplus, the one module importing it) and :mod:`.evalplus_oracle` (EvalPlus's comparison, run in the
 sandbox), :mod:`.samples` (prompting, generation, reading samples files), :mod:`.scoring` (sandbox execution, pass@k,
-per-task results) and :mod:`.command` (``evaluate_command``, its report and summary line).
+per-task results) and :mod:`.command` (:func:`evaluate`, the one call the command and the rounds make;
+``evaluate_command``; the report and its summary line). The sampling options are
+:class:`~lightning_selfalign.options.EvaluationSampling`.
 """
 
-from lightning_selfalign.evaluation.command import evaluate_command, output_paths, summary_line
+from lightning_selfalign.evaluation.command import evaluate, evaluate_command, output_paths, summary_line
 from lightning_selfalign.evaluation.samples import (
     CHAT_INSTRUCTION,
     CHAT_RESPONSE_PREFIX,
     COMPLETION_STOPS,
-    GenerationSettings,
     chat_prompt_text,
     completion_of,
     extract_code,
@@ -46,11 +47,11 @@ __all__ = [
     "CHAT_RESPONSE_PREFIX",
     "COMPLETION_STOPS",
     "DEFAULT_KS",
-    "GenerationSettings",
     "TASK_FIELDS",
     "Task",
     "chat_prompt_text",
     "completion_of",
+    "evaluate",
     "evaluate_command",
     "execute_samples",
     "extract_code",

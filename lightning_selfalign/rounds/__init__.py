@@ -27,10 +27,11 @@ from lightning_selfalign.rounds.command import (
     train,
 )
 from lightning_selfalign.rounds.data_round import (
-    RoundEngine,
     curate_round,
     execute_round,
     generate,
+    has_rows,
+    round_engine,
     rows_of,
     run_data_round,
     seed_pool,
@@ -45,7 +46,6 @@ from lightning_selfalign.rounds.evaluation import (
     train_files_for,
 )
 from lightning_selfalign.rounds.settings import (
-    ExecutionOptions,
     GenerationOptions,
     RoundSettings,
     SeedOptions,
@@ -57,9 +57,7 @@ from lightning_selfalign.rounds.worker import exit_with_parent, main, round_work
 
 __all__ = [
     "DATA_STAGES",
-    "ExecutionOptions",
     "GenerationOptions",
-    "RoundEngine",
     "RoundPaths",
     "RoundSettings",
     "RoundState",
@@ -76,10 +74,12 @@ __all__ = [
     "first_untrained_round",
     "generate",
     "generator_for",
+    "has_rows",
     "load_settings",
     "main",
     "print_summary",
     "round_summary",
+    "round_engine",
     "round_time",
     "round_worker",
     "rows_of",

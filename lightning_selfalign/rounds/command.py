@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from lightning_selfalign.curation import CurationConfig
 from lightning_selfalign.errors import UserError
+from lightning_selfalign.options import ExecutionOptions
 from lightning_selfalign.rounds.data_round import run_data_round
 from lightning_selfalign.rounds.evaluation import (
     evaluate_base,
@@ -22,13 +23,7 @@ from lightning_selfalign.rounds.evaluation import (
     train_files_for,
     write_round_report,
 )
-from lightning_selfalign.rounds.settings import (
-    ExecutionOptions,
-    GenerationOptions,
-    RoundSettings,
-    SeedOptions,
-    save_settings,
-)
+from lightning_selfalign.rounds.settings import GenerationOptions, RoundSettings, SeedOptions, save_settings
 from lightning_selfalign.rounds.state import RoundPaths, RoundState
 
 
@@ -160,7 +155,8 @@ MEANING = ("model", "train_config", "train_args", "epochs_per_round", "seeds", "
            "eval_base_chat", "rollback")  # fmt: skip
 # Parts of those that change how the work is done, not what it makes (and are absent from older settings.json).
 OPERATIONAL = ("generation.reload_command", "generation.reload_timeout", "generation.reload_wait",
-               "execution.executor", "execution.ray_address")  # fmt: skip
+               "generation.request_timeout", "generation.max_retries", "execution.executor",
+               "execution.ray_address")  # fmt: skip
 
 
 def refuse_changed_settings(workdir: Path, settings: RoundSettings) -> None:

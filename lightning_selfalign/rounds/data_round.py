@@ -1,6 +1,8 @@
 """A round's data: :func:`run_data_round` runs ``seeds -> concepts -> instructions -> responses -> executed ->
 curated`` for one round with the previous round's model, skipping stages already recorded in ``state.json``, and
-the stage helpers it calls (seed slicing, the lazily loaded generation engine, execution, curation).
+the stage helpers it calls: seed slicing, the lazily loaded generation engine, and the same library calls the
+commands make (:func:`~lightning_selfalign.stages.generate_file`, :func:`~lightning_selfalign.sandbox.batch.
+execute_file`, :func:`~lightning_selfalign.curation.curate_file`) with the round's option groups.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from lightning_selfalign.engines import LazyEngine
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.jsonl import read_jsonl, write_jsonl, write_stats
+from lightning_selfalign.jsonl import read_jsonl, write_jsonl
 from lightning_selfalign.rounds.settings import GenerationOptions, RoundSettings, SeedOptions
 from lightning_selfalign.rounds.state import RoundPaths, RoundState
 
@@ -28,7 +31,7 @@ def run_data_round(
         )
     workdir = Path(workdir)
     state, paths = RoundState(workdir), RoundPaths(workdir, round)
-    engine = RoundEngine(model_dir, settings.generation)
+    engine = round_engine(model_dir, settings.generation)
     steps = {
         "seeds": lambda: write_round_seeds(round, paths.seeds, workdir, settings.seeds),
         "concepts": lambda: generate("concepts", paths.seeds, paths.concepts, engine, round, settings),
@@ -58,6 +61,10 @@ def rows_of(path: Path) -> list[dict[str, Any]]:
     return list(read_jsonl(path, allow_empty=True)) if path.exists() else []
 
 
+def has_rows(path: Path) -> bool:
+    return path.exists() and next(read_jsonl(path, allow_empty=True), None) is not None
+
+
 def write_round_seeds(round: int, output: Path, workdir: Path, options: SeedOptions) -> int:
     """This round's slice of the seed pool (mined once into ``WORKDIR/seed-pool.jsonl``), tagged with the round."""
     pool_path = workdir / "seed-pool.jsonl"
@@ -81,75 +88,42 @@ def seed_pool(options: SeedOptions) -> list[dict[str, Any]]:
     return rows
 
 
-class RoundEngine:
+def round_engine(model_dir: str, options: GenerationOptions) -> LazyEngine:
     """The generation engine, loaded on first use (a resumed round past generation never loads the model); with the
     openai engine, first use makes the server serve ``model_dir`` (:func:`~.serving.serve_model`)."""
+    from lightning_selfalign.rounds.serving import serve_model
 
-    def __init__(self, model_dir: str, options: GenerationOptions) -> None:
-        self.model_dir, self.options, self._engine = model_dir, options, None
+    def load() -> Any:
+        serve_model(model_dir, options)
+        return options.load(options.engine_model(model_dir))
 
-    def get(self) -> Any:
-        from lightning_selfalign.engines import EngineOptions, load_engine
-        from lightning_selfalign.rounds.serving import serve_model
-
-        if self._engine is None:
-            o = self.options
-            serve_model(self.model_dir, o)
-            engine_options = EngineOptions(
-                base_url=o.base_url, api_key=o.api_key, concurrency=o.concurrency, dtype=o.dtype,
-                tensor_parallel_size=o.tensor_parallel_size, gpu_memory_utilization=o.gpu_memory_utilization,
-                batch_size=o.batch_size, extra=dict(o.vllm_kwargs or {}),
-            )  # fmt: skip
-            model = o.served_model if o.engine == "openai" else self.model_dir
-            self._engine = load_engine(o.engine, model, engine_options)
-        return self._engine
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
+    return LazyEngine(load)
 
 
-def generate(stage: str, input: Path, output: Path, engine: RoundEngine, round: int, settings: RoundSettings) -> int:
+def generate(stage: str, input: Path, output: Path, engine: LazyEngine, round: int, settings: RoundSettings) -> int:
     """One generation stage over the previous stage's rows; returns the rows in ``output``."""
-    from lightning_selfalign.stages import run_stage
+    from lightning_selfalign.stages import generate_file
 
-    stage_settings = settings.generation.stage_settings(stage, round, settings.progress)
-    rows = rows_of(input)
-    stats = run_stage(stage, rows, output, engine.get(), stage_settings, source=str(input)) if rows else None
-    if stats is None:  # nothing came through the stage before: an empty output says so
+    if not has_rows(input):  # nothing came through the stage before: an empty output says so
         output.touch()
         return 0
-    write_stats(output, stats)
-    return stats["totals"]["kept"]
+    g = settings.generation
+    stage_settings = g.stage_settings(stage, round=round, seed=g.seed + round, batch_size=g.batch_size,
+                                      progress=settings.progress)  # fmt: skip
+    return generate_file(stage, str(input), output, engine, stage_settings)["totals"]["kept"]
 
 
 def execute_round(paths: RoundPaths, settings: RoundSettings) -> int:
     """The execution filter over the round's responses, on this machine or across a Ray cluster."""
-    from lightning_selfalign.sandbox.batch import execute_rows
-    from lightning_selfalign.sandbox.types import Limits
+    from lightning_selfalign.sandbox.batch import execute_file
 
-    e = settings.execution
-    limits = Limits(timeout_s=e.timeout, memory_mb=e.memory, run_as_main=e.run_as_main, policy=e.policy)
-    rows = rows_of(paths.responses)
-    if e.executor == "ray":
-        from lightning_selfalign.sandbox.ray_executor import execute_rows_ray
-
-        execute_rows_ray(rows, paths.executed, limits, e.workers, e.isolation, e.allow_unsafe, e.ray_address,
-                         settings.progress)  # fmt: skip
-    else:
-        execute_rows(rows, paths.executed, limits, e.workers, e.isolation, e.allow_unsafe, progress=settings.progress)
+    execute_file(paths.responses, paths.executed, settings.execution, allow_empty=True, progress=settings.progress)
     return len(rows_of(paths.executed))
 
 
 def curate_round(paths: RoundPaths, settings: RoundSettings) -> int:
-    from lightning_selfalign.curation import curate, removed_path
-    from lightning_selfalign.curation.pipeline import config_dict
+    from lightning_selfalign.curation import curate_file
 
     # The ablation arm keeps every parsed response, passing or not; the sandbox still ran, so its verdicts are known.
     config = replace(settings.curation, require_pass=settings.curation.require_pass and settings.execution_filter)
-    result = curate(rows_of(paths.executed), config)
-    write_jsonl(paths.sft, result.rows)
-    write_jsonl(removed_path(paths.sft), result.removed)
-    write_stats(paths.sft, {**result.stats(), "stage": "curate", "settings": config_dict(config.resolved())})
-    return len(result.rows)
+    return curate_file(str(paths.executed), paths.sft, config, allow_empty=True)["rows_out"]

@@ -5,7 +5,9 @@ and the rollback decision (:func:`finish_round`, :func:`best_so_far`).
 
 from __future__ import annotations
 
+import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +31,24 @@ def train_files_for(state: RoundState, round: int) -> str | None:
 def evaluate_model(model_dir: str, output: Path, settings: RoundSettings, chat: bool) -> dict[str, Any]:
     """HumanEval pass@1 (greedy) of ``model_dir`` through the generation engine, in the sandbox (a served model is
     first made to serve ``model_dir``, when a reload command is set)."""
-    from lightning_selfalign.evaluation import evaluate_command
+    from lightning_selfalign.evaluation import evaluate, summary_line
+    from lightning_selfalign.options import EvaluationSampling
     from lightning_selfalign.rounds.serving import serve_model
 
-    g, e = settings.generation, settings.execution
-    served = g.engine == "openai"
+    g = settings.generation
     serve_model(model_dir, g)
-    return evaluate_command(
-        output=str(output), benchmark_file=settings.benchmark_file, model=g.served_model if served else model_dir,
-        engine=g.engine, base_url=g.base_url,
-        api_key=g.api_key, chat=chat, tokenizer=model_dir if served and chat else None, n=1, temperature=0.0,
-        max_new_tokens=settings.eval_max_new_tokens, limit=settings.eval_limit, concurrency=g.concurrency,
-        dtype=g.dtype, tensor_parallel_size=g.tensor_parallel_size, vllm_kwargs=g.vllm_kwargs, timeout=e.timeout,
-        memory=e.memory, workers=e.workers, isolation=e.isolation, allow_unsafe=e.allow_unsafe,
-        run_as_main=e.run_as_main, progress=settings.progress,
+    report = evaluate(
+        output, benchmark_file=settings.benchmark_file, model=g.engine_model(model_dir),
+        # At the engine's own batch size, so a score does not move with --generation.batch_size (padding noise).
+        engine=replace(g, batch_size=None),
+        sampling=EvaluationSampling(max_new_tokens=settings.eval_max_new_tokens, chat=chat),
+        # A benchmark's tests are trusted: its samples are scored as they are, as by selfalign evaluate.
+        execution=replace(settings.execution, policy=False),
+        tokenizer=model_dir if g.engine == "openai" and chat else None, limit=settings.eval_limit,
+        progress=settings.progress,
     )  # fmt: skip
+    print(summary_line(report, output), file=sys.stderr)
+    return report
 
 
 def evaluate_base(workdir: Path, settings: RoundSettings) -> None:

@@ -1,4 +1,5 @@
-"""The execution filter over JSONL: ``selfalign execute`` and :func:`execute_rows`.
+"""The execution filter over JSONL: :func:`execute_rows` (rows in), :func:`execute_file` (a file, on this machine or
+a Ray cluster; the rounds call it too) and ``selfalign execute`` (:func:`execute_command`).
 
 Rows are appended and flushed as they finish, so a killed run loses nothing; rerunning the same command
 skips ids already in the output. A sample that timed out is retried once, alone, at the end of the batch
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.jsonl import JsonlAppender, finished_ids, read_jsonl, refuse_output_among_inputs, write_stats
+from lightning_selfalign.options import ExecutionOptions, document_flags, from_flags
 from lightning_selfalign.records import REQUIRED_EXECUTE
 from lightning_selfalign.sandbox.pool import SandboxPool
 from lightning_selfalign.sandbox.types import ExecutionResult, Limits, Verdict
@@ -136,6 +138,32 @@ def _stats(verdicts: Counter, skipped: Counter, retried: list, pool: SandboxPool
     }
 
 
+def execute_file(
+    input: str | Path,
+    output: str | Path,
+    execution: ExecutionOptions,
+    retry_timeouts: bool = True,
+    allow_empty: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Execute the rows of ``input`` (``id``, ``code``, ``tests``) under ``execution``'s limits, on this machine or
+    across a Ray cluster, appending them with their verdicts to ``output``; an empty input is an error unless
+    ``allow_empty``. Returns the stats."""
+    problems = execution.problems()
+    if problems:
+        raise UserError("; ".join(problems))
+    refuse_output_among_inputs(input, output)
+    types = {"id": (str, int), "code": str, "tests": str}
+    rows = read_jsonl(input, required=REQUIRED_EXECUTE, types=types, allow_empty=allow_empty)
+    sandbox = (execution.limits(), execution.workers, execution.isolation, execution.allow_unsafe)
+    if execution.executor == "ray":
+        from lightning_selfalign.sandbox.ray_executor import execute_rows_ray
+
+        return execute_rows_ray(rows, output, *sandbox, execution.ray_address, progress)
+    return execute_rows(rows, output, *sandbox, retry_timeouts, progress)
+
+
+@document_flags(ExecutionOptions)
 def execute_command(
     input: str,
     output: str,
@@ -153,39 +181,17 @@ def execute_command(
 ) -> dict[str, Any]:
     """Run each row's code + tests in the sandbox and write the rows with their verdicts.
 
+    The sandbox flags are the fields of ExecutionOptions (lightning_selfalign.options), which selfalign self-align
+    takes as --execution.X.
+
     Args:
         input: JSONL with ``id``, ``code``, ``tests`` per row (other fields pass through).
         output: JSONL to append to; rerunning resumes, skipping ids already there.
-        timeout: wall-clock seconds per sample (StarCoder2-Instruct's execution filter gives each 4).
-        memory: address-space cap per sample process, in MB.
-        workers: sandbox helpers running in parallel (per node with ``--executor ray``).
-        isolation: auto (strongest available), bwrap, namespaces, or rlimits (unsafe; needs --allow_unsafe).
-        allow_unsafe: permit running generated code with rlimits only (no network/PID/filesystem isolation).
-        executor: local, or ray (batches go to sandbox executors on every node of a running Ray cluster).
-        ray_address: Ray cluster address for ``--executor ray`` (default: ``auto``, the running cluster).
         retry_timeouts: retry a timed-out sample once, alone, at the end.
-        run_as_main: run each sample as ``__main__``, so its ``if __name__ == "__main__":`` block runs before the
-            tests; by default it runs as ``main``, as HumanEval's harness runs it (a block that calls
-            ``sys.exit(main())`` or reads ``input()`` would otherwise fail a correct program).
-        policy: refuse, without running it, a sample whose code or tests reach for what no solution needs (frames,
-            gc, tracing, ctypes, builtins, signal handlers, patched modules, an always-equal ``__eq__``): the verdict
-            ``policy`` names the rule. Such samples can forge a verdict from inside; the cost is that programs that
-            really use ``signal`` or ``ctypes`` are kept out of the data. ``--policy false`` runs them.
         progress: show a progress bar.
     """
-    if timeout <= 0 or memory <= 0:
-        raise UserError(f"--timeout and --memory must be positive (got {timeout}, {memory})")
-    if executor not in ("local", "ray"):
-        raise UserError(f"--executor must be local or ray, got {executor!r}")
-    limits = Limits(timeout_s=timeout, memory_mb=memory, run_as_main=run_as_main, policy=policy)
-    refuse_output_among_inputs(input, output)
-    rows = read_jsonl(input, required=REQUIRED_EXECUTE, types={"id": (str, int), "code": str, "tests": str})
-    if executor == "ray":
-        from lightning_selfalign.sandbox.ray_executor import execute_rows_ray
-
-        stats = execute_rows_ray(rows, output, limits, workers, isolation, allow_unsafe, ray_address, progress)
-    else:
-        stats = execute_rows(rows, output, limits, workers, isolation, allow_unsafe, retry_timeouts, progress)
+    execution = from_flags(ExecutionOptions, locals())
+    stats = execute_file(input, output, execution, retry_timeouts=retry_timeouts, progress=progress)
     _print_summary(input, output, stats)
     return stats
 

@@ -4,8 +4,8 @@ Modes, strongest first:
 
 - ``bwrap``: the helper runs in bubblewrap with every namespace unshared (no network interfaces, own
   PID/IPC/UTS), a minimal read-only view of the host (system programs and libraries, the interpreter's trees, a
-  few files of /etc: no home, checkout, /var, /run or /sys), an empty environment, no capabilities; each sample then gets
-  its own user + PID + mount namespace (PID 1 of it), a private size-capped tmpfs as /tmp, a fresh /proc.
+  few files of /etc: no home, checkout, /var, /run or /sys), an empty environment, no capabilities; each sample
+  then gets its own user + PID + mount namespace (PID 1 of it), a private size-capped tmpfs as /tmp, a fresh /proc.
 - ``namespaces``: the same per-sample namespaces, and the helper unshares user/network/IPC/UTS itself,
   but the filesystem is only protected by file permissions (as root: the sample runs as an unprivileged
   uid, so root-owned files are read-only to it; as a normal user: the user's own files are writable).
