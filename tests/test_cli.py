@@ -204,3 +204,40 @@ def test_generate_help_names_every_field_each_stage_reads():
     text = " ".join(selfalign("generate", "--help").stdout.split())
     for stage, fields in REQUIRED_INPUT.items():
         assert f"{stage} (reads {', '.join(fields)}" in text
+
+
+def options_without_description(help_text: str) -> list[str]:
+    """The options of an argparse help text whose entry holds nothing but jsonargparse's '(type: ..., default: ...)'."""
+    block = help_text.split("options:", 1)[-1]
+    missing = []
+    for entry in re.split(r"\n(?=  -)", block):
+        lines = entry.strip().splitlines()
+        if not lines or not lines[0].startswith("-"):
+            continue
+        name = lines[0].split()[0].rstrip(",")
+        first = lines[0].split("  ", 1)[1] if "  " in lines[0] else ""
+        text = " ".join((first + " " + " ".join(lines[1:])).split())
+        text = re.sub(r"\((type|default):.*\)$", "", text).strip()
+        if not text and name not in ("-h", "--config", "--print_config"):
+            missing.append(name)
+    return missing
+
+
+def test_the_help_check_finds_an_option_without_description():
+    text = "options:\n  --foo FOO             (type: int, default: 1)\n  --bar BAR  bar it. (type: int)\n"
+    assert options_without_description(text + "  --baz {a,b}\n                        (type: str, default: a)\n") == [
+        "--foo",
+        "--baz",
+    ]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_option_of_every_command_has_a_description(command, capsys):
+    """`selfalign COMMAND --help`: each option says what it does, not only its type and default."""
+    from lightning_selfalign.cli import run_command
+
+    with pytest.raises(SystemExit):
+        run_command(command, ["--help"])
+    help_text = capsys.readouterr().out
+    assert "options:" in help_text
+    assert options_without_description(help_text) == []
