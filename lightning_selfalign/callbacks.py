@@ -3,23 +3,27 @@
 At the end of a round's last epoch, on every rank: a round checkpoint (``round-<r>/trained.ckpt``, the point a
 killed run resumes from); then rank 0 exports the weights (:func:`~lightning_selfalign.export.export_module`); every
 rank hands its training state off the accelerator (:func:`~lightning_selfalign.handoff.hand_off`, to CPU memory or
-disk) while rank 0 runs :func:`~lightning_selfalign.rounds.round_worker` in a separate process (evaluation, rollback
-decision, the next round's data, with the GPUs' memory free for its engine); all ranks meet at a barrier, take their
-state back, restore the best weights if the round was rolled back, and switch the DataModule to the next round's
-data, which the Trainer loads at the next epoch (``reload_dataloaders_every_n_epochs``). At the start of each round
-the lr schedule begins again (warmup, decay to 0) over that round's own optimizer steps.
+disk) while :func:`~lightning_selfalign.rounds.round_worker` runs in separate processes (evaluation, rollback
+decision, the next round's data, with the GPUs' memory free for their engines): on one process, one worker does it
+all; on several, rank 0's evaluates, then every rank's generates and executes its shard of the next round's rows (on
+its own GPU), then rank 0's merges and curates, all ranks meeting after each part. Past the last meeting every rank
+takes its state back, restores the best weights if the round was rolled back, and switches the DataModule to the
+next round's data, which the Trainer loads at the next epoch (``reload_dataloaders_every_n_epochs``). At the start
+of each round the lr schedule begins again (warmup, decay to 0) over that round's own optimizer steps.
 
 The logic is in plain functions so rounds can be driven without the callback too. Limits: the export needs the
-full weights on rank 0 (one device or DDP; FSDP/DeepSpeed shards are refused at setup), and under DDP the
-process-group timeout must outlast a data round (``DDPStrategy(timeout=timedelta(hours=...))``).
+full weights on rank 0 (one device or DDP; FSDP/DeepSpeed shards are refused at setup).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,8 @@ class SelfAlignRounds(pl.Callback):
         handoff: where each rank's training state (weights, gradients, optimizer state) waits while the worker
             generates: cpu (host memory), disk (a file in ``handoff_dir``) or none (it stays on the accelerator).
         handoff_dir: folder of the disk handoff's files, one per rank (default ``WORKDIR/handoff``).
+        round_timeout_h: hours ranks wait for each other between rounds (for rank 0's evaluation, the slowest shard,
+            the merge); the process group's own timeout (30 minutes by default) would end a long data round.
     """
 
     def __init__(
@@ -50,6 +56,7 @@ class SelfAlignRounds(pl.Callback):
         python: str = sys.executable,
         handoff: HandoffMode = "cpu",
         handoff_dir: str | None = None,
+        round_timeout_h: float = 72.0,
     ) -> None:
         super().__init__()
         if epochs_per_round < 1:
@@ -61,10 +68,13 @@ class SelfAlignRounds(pl.Callback):
         self.python = python
         self.handoff = handoff
         self.handoff_dir = Path(handoff_dir) if handoff_dir else self.workdir / "handoff"
+        self.round_timeout_h = round_timeout_h
         self._round_checkpoint = False
+        self._barrier: Callable[[], None] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         check_trainer(trainer, self.epochs_per_round)
+        self._barrier = round_barrier(trainer, self.round_timeout_h)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Resumed from a round checkpoint: the checkpoint holds the round's own weights, not a rollback's.
@@ -86,7 +96,7 @@ class SelfAlignRounds(pl.Callback):
         finally:
             self._round_checkpoint = False
         handoff = (self.handoff, self.handoff_dir / f"rank-{trainer.global_rank}.pt")
-        close_round(trainer, pl_module, self.workdir, round, self.python, handoff)
+        close_round(trainer, pl_module, self.workdir, round, self.python, handoff, self._barrier)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         # A round checkpoint resumes on the *next* round's data: the loader position saved for this round's data
@@ -128,6 +138,17 @@ def restart_round_schedule(trainer: pl.Trainer, epochs_per_round: int) -> None:
             rank_zero_warn(f"{type(config.scheduler).__name__} is not SelfAlignLM's schedule: it runs on across rounds")
 
 
+def round_barrier(trainer: pl.Trainer, hours: float) -> Callable[[], None]:
+    """Where ranks meet between rounds: a barrier of its own gloo group with an ``hours`` timeout (a no-op for one
+    process). The strategy's barrier would use the process group's timeout, which a data round outlasts."""
+    import torch.distributed as dist
+
+    if trainer.world_size == 1 or not dist.is_initialized():
+        return lambda: trainer.strategy.barrier("selfalign-round")
+    group = dist.new_group(backend="gloo", timeout=timedelta(hours=hours))  # every rank creates it, in setup
+    return lambda: dist.barrier(group=group)
+
+
 def round_ending(epoch: int, epochs_per_round: int) -> int | None:
     """The round whose last epoch is ``epoch`` (0-based), or None mid-round."""
     return (epoch + 1) // epochs_per_round - 1 if (epoch + 1) % epochs_per_round == 0 else None
@@ -140,10 +161,12 @@ def close_round(
     round: int,
     python: str,
     handoff: tuple[HandoffMode, Path] = ("none", Path()),
+    barrier: Callable[[], None] | None = None,
 ) -> None:
     """After round ``round``'s training (its checkpoint written): record and export on rank 0; then every rank hands
-    its training state off (``handoff``: mode and file) while rank 0 runs the worker; past a barrier every rank takes
-    its state back, rolls back if the worker said so, and switches to the next round's data."""
+    its training state off (``handoff``: mode and file) while the workers make the next round
+    (:func:`make_next_round`); past the last ``barrier`` every rank takes its state back, rolls back if the worker
+    said so, and switches to the next round's data."""
     state, paths = RoundState(workdir), RoundPaths(workdir, round)
     if trainer.is_global_zero:
         record_trained(trainer, state, round, paths)
@@ -152,13 +175,35 @@ def close_round(
         if moved.mode != "none":
             rank_zero_info(f"round {round}: {moved.bytes / 2**30:.2f} GiB of training state per rank handed off to "
                            f"{moved.mode} in {moved.seconds:.1f} s while the next round's data is made")  # fmt: skip
-        if trainer.is_global_zero:
-            run_worker(workdir, round, paths.model, python)
-        trainer.strategy.barrier("selfalign-round")
+        make_next_round(trainer, workdir, round, paths.model, python,
+                        barrier or (lambda: trainer.strategy.barrier("selfalign-round")))  # fmt: skip
     apply_rollback(module, state, round)
     next_files = next_train_files(state, round, trainer.datamodule.train_files)
     if next_files is not None:
         trainer.datamodule.set_train_files(next_files)
+
+
+def make_next_round(
+    trainer: pl.Trainer, workdir: Path, round: int, model_dir: Path, python: str, barrier: Callable[[], None]
+) -> None:
+    """Evaluate round ``round`` and make the next round's data in worker processes. One process: one worker does
+    it all. Several: rank 0's evaluates (the next round's generator depends on it); every rank's generates and
+    executes its shard of the rows, seeing only its own GPU; rank 0's merges them and curates (curation compares
+    rows with each other). All ranks meet after each part."""
+    run = functools.partial(run_worker, workdir, round, model_dir, python)
+    rank, ranks = trainer.global_rank, trainer.world_size
+    if ranks == 1:
+        run()
+        barrier()
+        return
+    if rank == 0:
+        run(step="evaluate")
+    barrier()
+    run(step="generate", shard=(rank, ranks), env=rank_device_env(trainer.strategy.root_device))
+    barrier()
+    if rank == 0:
+        run(step="curate", shard=(0, ranks))
+    barrier()
 
 
 def record_trained(trainer: pl.Trainer, state: RoundState, round: int, paths: RoundPaths) -> None:
@@ -181,16 +226,34 @@ def export_round(module: pl.LightningModule, state: RoundState, round: int, path
         state.record(round, "exported", model_dir=str(paths.model))
 
 
-def run_worker(workdir: Path, round: int, model_dir: Path, python: str) -> None:
+def run_worker(
+    workdir: Path,
+    round: int,
+    model_dir: Path,
+    python: str,
+    step: str = "all",
+    shard: tuple[int, int] = (0, 1),
+    env: dict[str, str] | None = None,
+) -> None:
     """``python -m lightning_selfalign.rounds`` for ``round``: a fresh process, not a fork of the trainer."""
     command = [python, "-m", "lightning_selfalign.rounds", f"--workdir={workdir}", f"--round={round}",
-               f"--model_dir={model_dir}", "--shard=0/1"]  # fmt: skip
-    done = subprocess.run(command, env=os.environ.copy(), check=False)
+               f"--model_dir={model_dir}", f"--shard={shard[0]}/{shard[1]}", f"--step={step}"]  # fmt: skip
+    done = subprocess.run(command, env=env or os.environ.copy(), check=False)
     if done.returncode != 0:
         raise UserError(
             f"round {round}: the between-rounds worker failed (exit {done.returncode}; its error is above); fix it "
             f"and rerun the same self-align command to resume, or run it alone: {' '.join(command)}"
         )
+
+
+def rank_device_env(device: Any) -> dict[str, str]:
+    """The worker's environment: on a GPU, only this rank's GPU visible, so each rank's engine loads on its own."""
+    env = os.environ.copy()
+    if device.type == "cuda":
+        visible = [part for part in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if part]
+        index = device.index or 0
+        env["CUDA_VISIBLE_DEVICES"] = visible[index] if visible else str(index)
+    return env
 
 
 def apply_rollback(module: pl.LightningModule, state: RoundState, round: int) -> None:

@@ -307,7 +307,7 @@ def run_stage(
         "elapsed_s": round(elapsed, 3),
         "rows_per_s": round(len(todo) / elapsed, 3) if elapsed else None,
         "tokens_per_s": round(tokens / elapsed, 1) if elapsed else None,
-        "totals": _totals(output, dropped_file),
+        "totals": stage_totals(output, dropped_file),
         "engine": {"name": engine.name, "model": engine.model, **engine.counters},
         "fingerprint": run_fp,
         "output": str(output),
@@ -316,7 +316,7 @@ def run_stage(
     }
 
 
-def _totals(output: Path, dropped_file: Path) -> dict[str, Any]:
+def stage_totals(output: Path, dropped_file: Path) -> dict[str, Any]:
     """Counts over the whole files (this run and every earlier, resumed one)."""
     with output.open("rb") as handle:
         kept = sum(1 for line in handle if line.strip())

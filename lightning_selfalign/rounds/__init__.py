@@ -12,10 +12,14 @@ the worker the callback starts between rounds (:func:`round_worker`).
 A round whose curation keeps no row (a random tiny model writes no passing code) is recorded with its counts and
 training goes on with the previous round's data (or the training config's own ``data.train_files``).
 
+Under several ranks the data stages are sharded: every rank writes and executes its shard of the rows
+(:func:`write_shard`), then rank 0 merges them into the files one process would have written and curates
+(:func:`finish_data_round`).
+
 Modules: :mod:`.settings` (options, ``settings.json``), :mod:`.state` (``state.json``, round folders),
-:mod:`.data_round` (a round's data stages), :mod:`.evaluation` (evaluation and rollback between rounds),
-:mod:`.worker` (the between-rounds process, ``python -m lightning_selfalign.rounds``) and :mod:`.command`
-(``selfalign self-align``). Every public name is re-exported here.
+:mod:`.data_round` (a round's data stages), :mod:`.shards` (a shard's progress file, the merge), :mod:`.evaluation`
+(evaluation and rollback between rounds), :mod:`.worker` (the between-rounds process, ``python -m
+lightning_selfalign.rounds``) and :mod:`.command` (``selfalign self-align``). Every public name is re-exported here.
 """
 
 from lightning_selfalign.rounds.command import (
@@ -29,13 +33,16 @@ from lightning_selfalign.rounds.command import (
 from lightning_selfalign.rounds.data_round import (
     curate_round,
     execute_round,
+    finish_data_round,
     generate,
     has_rows,
     round_engine,
     rows_of,
     run_data_round,
+    run_stages,
     seed_pool,
     write_round_seeds,
+    write_shard,
 )
 from lightning_selfalign.rounds.evaluation import (
     best_so_far,
@@ -52,6 +59,7 @@ from lightning_selfalign.rounds.settings import (
     load_settings,
     save_settings,
 )
+from lightning_selfalign.rounds.shards import begun_shards, merge_stage, order_like_responses, row_order, shard_state
 from lightning_selfalign.rounds.state import DATA_STAGES, STAGES, RoundPaths, RoundState, round_time
 from lightning_selfalign.rounds.worker import exit_with_parent, main, round_worker
 
@@ -63,6 +71,7 @@ __all__ = [
     "RoundState",
     "STAGES",
     "SeedOptions",
+    "begun_shards",
     "best_so_far",
     "complete_previous_round",
     "curate_round",
@@ -70,6 +79,7 @@ __all__ = [
     "evaluate_model",
     "execute_round",
     "exit_with_parent",
+    "finish_data_round",
     "finish_round",
     "first_untrained_round",
     "generate",
@@ -77,17 +87,23 @@ __all__ = [
     "has_rows",
     "load_settings",
     "main",
+    "merge_stage",
+    "order_like_responses",
     "print_summary",
-    "round_summary",
     "round_engine",
+    "round_summary",
     "round_time",
     "round_worker",
+    "row_order",
     "rows_of",
     "run_data_round",
+    "run_stages",
     "save_settings",
     "seed_pool",
     "self_align_command",
+    "shard_state",
     "train",
     "train_files_for",
     "write_round_seeds",
+    "write_shard",
 ]

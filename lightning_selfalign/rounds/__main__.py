@@ -1,5 +1,5 @@
-"""``python -m lightning_selfalign.rounds --workdir W --round R --model_dir M --shard 0/1``: the between-rounds
-worker (:func:`lightning_selfalign.rounds.worker.main`) that the SelfAlignRounds callback starts."""
+"""``python -m lightning_selfalign.rounds --workdir W --round R --model_dir M [--shard i/n --step S]``: the
+between-rounds worker (:func:`lightning_selfalign.rounds.worker.main`) that the SelfAlignRounds callback starts."""
 
 from lightning_selfalign.rounds.worker import main
 

@@ -123,7 +123,8 @@ def self_align_command(
     checkpoint = complete_previous_round(start - 1, path, settings) if start > 0 else None
     if start < rounds:
         run_data_round(start, generator_for(state, start, settings.model), path, settings)
-        train(settings, path, train_files_for(state, start), checkpoint)
+        if not train(settings, path, train_files_for(state, start), checkpoint):
+            return {}  # another rank of a multi-process fit (Lightning ran this command again): rank 0 sums up
     summary = round_summary(state, rounds)
     (path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     summary["report"] = str(write_round_report(path))
@@ -232,8 +233,9 @@ def build_cli(args: list[str], callbacks: list[Any]) -> Any:
     )  # fmt: skip
 
 
-def train(settings: RoundSettings, workdir: Path, train_files: str | None, checkpoint: str | None) -> None:
-    """Fit over every remaining round; the SelfAlignRounds callback closes each round."""
+def train(settings: RoundSettings, workdir: Path, train_files: str | None, checkpoint: str | None) -> bool:
+    """Fit over every remaining round; the SelfAlignRounds callback closes each round. Returns whether this process
+    is the fit's rank 0."""
     from lightning_selfalign.callbacks import SelfAlignRounds
 
     if train_files is None:
@@ -242,6 +244,7 @@ def train(settings: RoundSettings, workdir: Path, train_files: str | None, check
                                handoff=settings.handoff, handoff_dir=settings.handoff_dir)  # fmt: skip
     cli = build_cli(training_args(settings, workdir, train_files), callbacks=[callback])
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
+    return cli.trainer.is_global_zero
 
 
 def round_summary(state: RoundState, rounds: int) -> dict[str, Any]:

@@ -13,16 +13,18 @@ from typing import Any
 
 STAGES = ("seeds", "concepts", "instructions", "responses", "executed", "curated", "trained", "exported", "evaluated")
 DATA_STAGES = STAGES[:6]
+SHARDED = DATA_STAGES[:5]  # each shard of a sharded round writes these itself; curation sees them all merged
 
 
 class RoundState:
     """``WORKDIR/state.json``: per round the last stage reached, its counts and facts, and an event log.
 
     Read from disk on every access and replaced atomically on every change, so the trainer process and the
-    worker process it starts (one at a time) see each other's progress."""
+    worker process it starts (one at a time) see each other's progress. Processes that work at once keep a file each
+    (``file``: a shard's progress, :func:`~lightning_selfalign.rounds.shards.shard_state`)."""
 
-    def __init__(self, workdir: str | Path) -> None:
-        self.path = Path(workdir) / "state.json"
+    def __init__(self, workdir: str | Path, file: str = "state.json") -> None:
+        self.path = Path(workdir) / file
 
     def data(self) -> dict[str, Any]:
         if not self.path.exists():
@@ -63,7 +65,7 @@ class RoundState:
 
     def _write(self, data: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f"state.json.{os.getpid()}.partial")
+        partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
         partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         os.replace(partial, self.path)
 
@@ -74,10 +76,12 @@ def round_time() -> str:
 
 @dataclass(frozen=True)
 class RoundPaths:
-    """Where round ``round``'s files live: ``WORKDIR/round-<r>/``."""
+    """Where round ``round``'s files live: ``WORKDIR/round-<r>/``. With a ``shard`` (i, n) of several, the seeds,
+    generated and executed files are that shard's own (``concepts.shard-0000i-of-0000n.jsonl``)."""
 
     workdir: Path
     round: int
+    shard: tuple[int, int] = (0, 1)
 
     @property
     def dir(self) -> Path:
@@ -89,4 +93,8 @@ class RoundPaths:
                  "model": "model", "checkpoint": "trained.ckpt", "evaluation": "humaneval.json"}  # fmt: skip
         if name not in files:
             raise AttributeError(name)
+        if name in SHARDED and self.shard != (0, 1):
+            from lightning_selfalign.stages import shard_output
+
+            return shard_output(self.dir / files[name], self.shard)
         return self.dir / files[name]
