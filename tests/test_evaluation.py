@@ -270,6 +270,10 @@ def test_tiny_model_end_to_end(tiny_model_dir, tmp_path, chat):
     assert more["generation"]["samples_generated"] == 3 and more["n"] == 3
     with pytest.raises(UserError, match="other settings"):
         evaluate_command(output=str(output), n=2, temperature=0.5, **options)
+    # The same task ids in another benchmark file: the samples are of other prompts, never reused.
+    other = write_rows(tmp_path / "other.jsonl", [{**p, "prompt": p["prompt"] + "    # another\n"} for p in PROBLEMS])
+    with pytest.raises(UserError, match="task HumanEval/0 with another prompt"):
+        evaluate_command(output=str(output), n=2, temperature=0.8, benchmark_file=str(other), **options)
 
 
 # ----------------------------------------------------------------------------------------------- errors

@@ -109,15 +109,28 @@ def completion_of(text: str, settings: EvaluationSampling) -> str:
     return extract_code(text)
 
 
-def _done_sample_ids(samples_path: Path, run_fp: str) -> set[str]:
+def task_prompt_id(task: Task) -> str:
+    """What a sample row records of its task's prompt, so a samples file is never resumed against another
+    benchmark whose task ids are the same (``HumanEval/0`` of a different file)."""
+    return stable_id("prompt", task.prompt)
+
+
+def _done_sample_ids(samples_path: Path, run_fp: str, tasks: Sequence[Task]) -> set[str]:
     if not samples_path.exists():
         return set()
+    prompts = {task.task_id: task_prompt_id(task) for task in tasks}
     done = set()
     for row in read_jsonl(samples_path, required=("id", "task_id", "completion"), allow_empty=True):
         if row.get("fingerprint") != run_fp:
             raise UserError(
                 f"{samples_path} holds samples made with other settings (fingerprint {row.get('fingerprint')}, now "
                 f"{run_fp}: another model, prompt mode or sampling); use another --output or delete it to start over"
+            )
+        recorded, expected = row.get("task_prompt_id"), prompts.get(str(row["task_id"]))
+        if recorded is not None and expected is not None and recorded != expected:
+            raise UserError(
+                f"{samples_path} holds samples of task {row['task_id']} with another prompt (another benchmark file "
+                "with the same task ids?); use another --output or delete it to start over"
             )
         done.add(str(row["id"]))
     return done
@@ -137,14 +150,14 @@ def generate_samples(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Append ``settings.n`` samples per task to ``samples_path`` (rows: id, task_id, sample_index, completion,
-    response, finish_reason, fingerprint), skipping sample ids already there. ``tokenizer`` renders chat prompts
-    when ``settings.response_prefix`` is set. Returns the counts."""
+    response, finish_reason, fingerprint, task_prompt_id), skipping sample ids already there. ``tokenizer`` renders
+    chat prompts when ``settings.response_prefix`` is set. Returns the counts."""
     from lightning_selfalign.engines import Sampling
 
     samples_path = Path(samples_path)
     run_fp = fingerprint({**asdict(settings), "n": None, "model": engine.model, "instruction": CHAT_INSTRUCTION,
                           "mbpp": MBPP_INSTRUCTION, "version": 2})  # fmt: skip
-    done = _done_sample_ids(samples_path, run_fp)
+    done = _done_sample_ids(samples_path, run_fp, tasks)
     indices = {task.task_id: [i for i in range(settings.n) if sample_id(task.task_id, i) not in done] for task in tasks}
     todo = list(prompt_requests(tasks, indices, settings, tokenizer))
     sampling = Sampling(settings.temperature, settings.top_p, settings.max_new_tokens)
@@ -159,6 +172,7 @@ def generate_samples(
                     "id": sample_id(task.task_id, index), "task_id": task.task_id, "sample_index": index,
                     "completion": completion_of(completion.text, settings), "response": completion.text,
                     "finish_reason": completion.finish_reason, "fingerprint": run_fp,
+                    "task_prompt_id": task_prompt_id(task),
                 })  # fmt: skip
                 finish[completion.finish_reason] += 1
                 tokens += completion.num_tokens

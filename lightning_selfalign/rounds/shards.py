@@ -101,6 +101,8 @@ def _ascending(rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], t
     last = None
     for row in rows:
         current = key(row)
-        assert last is None or current > last, f"{output}: shard rows out of one process's order at {row.get('id')}"
+        if last is not None and current <= last:  # a shard file edited or mixed with another round's
+            raise UserError(f"{output}: shard rows out of one process's order at {row.get('id')}; delete the round's "
+                            "shard files and rerun the round")  # fmt: skip
         last = current
         yield row
