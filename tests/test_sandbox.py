@@ -524,11 +524,15 @@ def test_checkout_or_venv_under_tmp_is_bound_back_into_the_sandbox():
     ]  # fmt: skip
 
 
-@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
-def test_bwrap_shows_the_system_and_interpreter_but_no_host_service_checkout_or_home(tmp_path):
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("isolation", ["bwrap", "namespaces"])
+def test_only_the_system_and_interpreter_are_shown_no_host_service_checkout_or_home(isolation):
     """A world-writable host unix socket (as D-Bus or a database leaves under /var/tmp or /run), the checkout with
-    its .git, /sys/class/net and /home are not in a sample's view; the interpreter, its stdlib and a subprocess of
-    sys.executable still work."""
+    its .git, /sys/class/net and /home are not in a sample's view, with bubblewrap or without (the helper pivots into
+    a root of its own); the interpreter, its stdlib and a subprocess of sys.executable still work."""
+    if isolation == "bwrap" and shutil.which("bwrap") is None:
+        pytest.skip("needs bubblewrap")
+    python = sys.executable if isolation == "bwrap" else python_for_helper_without_bwrap()
     socket_dir = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="selfalign-socket-"))
     socket_path = socket_dir / "service.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -555,11 +559,24 @@ def test_bwrap_shows_the_system_and_interpreter_but_no_host_service_checkout_or_
         "import decimal, json, sqlite3\n"
         "done = subprocess.run([sys.executable, '-c', 'print(6 * 7)'], capture_output=True, text=True)\n"
         "assert done.stdout == '42\\n', done.stderr\n"
+        "for path in ['/', '/usr', '/etc/passwd']:\n"
+        "    assert not os.access(path, os.W_OK), path\n"
+        "with open('/dev/null', 'w') as sink:\n"
+        "    sink.write('x')\n"
+        "assert len(open('/dev/urandom', 'rb').read(8)) == 8\n"
+    )
+    script = (
+        f"import json, sys; sys.path.insert(0, {str(REPO)!r})\n"
+        "from lightning_selfalign.sandbox import SandboxPool, Limits\n"
+        "with SandboxPool(workers=1, isolation=sys.argv[1]) as pool:\n"
+        "    result = pool.run(sys.argv[2], sys.argv[3], Limits())\n"
+        "print(json.dumps([result.verdict, result.reason]))\n"
     )
     try:
-        with SandboxPool(workers=1, isolation="bwrap") as pool:
-            result = pool.run(code, tests, Limits())
+        argv = [python, "-I", "-c", script, isolation, code, tests]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=100, cwd="/")
     finally:
         listener.close()
         shutil.rmtree(socket_dir)
-    assert (result.verdict, result.reason) == (Verdict.PASS, "")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [Verdict.PASS, ""]

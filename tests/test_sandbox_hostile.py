@@ -371,3 +371,25 @@ def test_wall_clock_bound_measured_on_the_host(name):
         elapsed = time.monotonic() - started
     assert result.verdict == "timeout", f"{name}: {result.verdict}: {result.reason}"
     assert elapsed <= 1.0 + 1.0, f"{name}: the host waited {elapsed:.2f} s for a 1 s timeout"
+
+
+MEMFD_FLOOD = (
+    "import os\nfds = []\nfor i in range(200):\n    fd = os.memfd_create('m')\n"
+    "    os.posix_fallocate(fd, 0, 15 << 20)\n    fds.append(fd)"
+)
+
+
+@pytest.mark.timeout(120)
+def test_a_memfd_flood_costs_the_sample_not_its_helper():
+    """Memory no process maps (``memfd``s filled with ``fallocate``) counts towards nobody's size, so the kernel would
+    kill the largest process of the full cgroup, the helper or its forker; the sample volunteers instead: ``memory``,
+    and the same helper runs the next sample."""
+    with SandboxPool(workers=1) as single:
+        if not any("cgroup" in p for p in single.protections):
+            pytest.skip("no memory cgroup can be made here")
+        assert any("oom_score_adj 1000" in p for p in single.protections), single.protections
+        helper = single.helpers.queue[0].proc.pid
+        floods = [single.run(MEMFD_FLOOD, "assert True", Limits(timeout_s=10)) for _ in range(3)]
+        after = single.run("x = 1", "assert x == 1", Limits())
+        assert [flood.verdict for flood in floods] == ["memory"] * 3, floods
+        assert after.verdict == "pass" and single.replaced == 0 and single.helpers.queue[0].proc.pid == helper

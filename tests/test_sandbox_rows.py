@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_selfalign.jsonl import fingerprint, read_jsonl, write_jsonl
+from lightning_selfalign.jsonl import fingerprint, read_jsonl, stats_path, write_jsonl
 from lightning_selfalign.sandbox import Verdict
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/ns/pid"), reason="needs Linux")
@@ -74,6 +74,15 @@ HOSTILE: dict[str, tuple[str, str, set[str]]] = {
 }
 
 
+def allowed(name: str, output: Path) -> set[str]:
+    """The verdicts row ``name`` may get in the run that wrote ``output``: a memfd flood is ``memory`` wherever a memory
+    cgroup bounds the helper (the kernel kills the sample, never its larger helper or forker)."""
+    protections = json.loads(stats_path(output).read_text())["protections"]
+    if name == "memfd-flood" and any("cgroup" in p for p in protections):
+        return {"memory"}
+    return HOSTILE[name][2]
+
+
 def ordinary_rows(count: int) -> list[dict]:
     """Quick programs, mostly passing, some failing or raising."""
     rows = []
@@ -112,8 +121,9 @@ def test_every_row_gets_a_verdict_whatever_its_text_and_a_rerun_resumes(tmp_path
     written = list(read_jsonl(output))
     by_id = {row["id"]: row for row in written}
     assert len(written) == len(rows) and set(by_id) == {row["id"] for row in rows}
-    for name, (_, _, allowed) in HOSTILE.items():
-        assert by_id[name]["verdict"] in allowed, (name, by_id[name]["verdict"], by_id[name]["reason"][:300])
+    assert json.loads(stats_path(output).read_text())["helpers_replaced"] == 0
+    for name in HOSTILE:
+        assert by_id[name]["verdict"] in allowed(name, output), (name, by_id[name]["verdict"], by_id[name]["reason"])
         assert by_id[name]["note"] == "\udfff", "other fields pass through, lone surrogates included"
         assert len(by_id[name]["reason"]) <= 2000
     assert by_id["gc-forgery"]["reason"].startswith("gc:"), "the command runs with the policy on by default"
@@ -146,12 +156,9 @@ def test_thousand_mixed_rows_with_hostile_ones_survive_a_sigkill(tmp_path):
     assert len(ids) == len(set(ids)) == len(rows) and set(ids) == {row["id"] for row in rows}
     assert all(row["verdict"] in Verdict.ALL for row in got)
     expected = {row["id"]: row["verdict"] for row in read_jsonl(reference)}
-    varies = {"memfd-flood"}  # which process the kernel's OOM killer picks may differ from run to run
-    assert {r["id"]: r["verdict"] for r in got if r["id"] not in varies} == {
-        k: v for k, v in expected.items() if k not in varies
-    }
-    for name, (_, _, allowed) in HOSTILE.items():
-        assert expected[name] in allowed, (name, expected[name])
+    assert {r["id"]: r["verdict"] for r in got} == expected
+    for name in HOSTILE:
+        assert expected[name] in allowed(name, reference), (name, expected[name])
 
 
 def test_rows_and_fingerprints_hold_lone_surrogates(tmp_path):

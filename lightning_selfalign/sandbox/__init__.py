@@ -10,20 +10,21 @@ start-up forks the sample process (``pool.py`` queues two samples per helper; ``
 separate). With the policy on, ``policy.py`` judges the source before anything runs; ``cgroups.py`` gives each helper
 a memory cgroup where the host allows one.
 
-Protects against (default ``bwrap`` mode, each property attacked by ``tests/test_sandbox_hostile.py``,
-``test_sandbox_policy.py`` and ``test_sandbox_rows.py``): loops, C calls and ignored signals (wall clock enforced
-from outside by SIGKILL); fork bombs (process cap that holds for root); daemons (each sample is PID 1 of its own PID
-namespace, so everything it started dies with it); memory bombs (address-space cap per process, and, where a memory
-cgroup can be made, as on these machines, the helper and all its samples bounded together, so many processes,
-``memfd``s and SysV segments cannot add up past it; ``protections`` says which mode is active); output floods
-(drained, kept up to a bound); stdin reads (/dev/null: EOF); writes to host files (read-only mounts, and an
-unprivileged uid); filling the disk (size-capped private tmpfs, file-size cap); network access (an empty network
-namespace, no loopback to the host); secret environment variables (allowlist) and other processes (not visible or
-not readable); a sample killing its helper (its process group holds only the helper and the forker, each PID 1 of a
-namespace above it, which the kernel shields; a scratch tree deeper than the recursion limit is wiped iteratively);
-state carried to the next sample (scratch wiped, its own IPC namespace for SysV shared memory, semaphores and POSIX
-message queues, the kernel's keyrings closed by a seccomp filter, nothing of its source in the memory the next
-sample is forked with: the forker never unmarshals a job and zeroes the buffer it read it into);
+Protects against (``bwrap`` mode, the default, and ``namespaces`` mode where bubblewrap is missing; each property
+attacked by ``tests/test_sandbox_hostile.py``, ``test_sandbox_policy.py`` and ``test_sandbox_rows.py``): loops, C
+calls and ignored signals (wall clock enforced from outside by SIGKILL); fork bombs (process cap that holds for
+root); daemons (each sample is PID 1 of its own PID namespace, so everything it started dies with it); memory bombs
+(address-space cap per process, and, where a memory cgroup can be made, as on these machines, the helper and all its
+samples bounded together, so many processes, ``memfd``s and SysV segments cannot add up past it, and the sample,
+first in the OOM killer's order, is the one killed, not its helper; ``protections`` says which mode is active);
+output floods (drained, kept up to a bound); stdin reads (/dev/null: EOF); writes to host files (read-only mounts,
+and an unprivileged uid); filling the disk (size-capped private tmpfs, file-size cap); network access (an empty
+network namespace, no loopback to the host); secret environment variables (allowlist) and other processes (not
+visible or not readable); a sample killing its helper (its process group holds only the helper and the forker, each
+PID 1 of a namespace above it, which the kernel shields; a scratch tree deeper than the recursion limit is wiped
+iteratively); state carried to the next sample (scratch wiped, its own IPC namespace for SysV shared memory,
+semaphores and POSIX message queues, the kernel's keyrings closed by a seccomp filter, nothing of its source in the
+memory the next sample is forked with: the forker never unmarshals a job and zeroes the buffer it read it into);
 ``sys.exit``/``os._exit``/``atexit``/``exec``/closed fds passing for success (only the harness report counts);
 verdicts gamed without the harness's internals: the code must compile as a module on its own (a trailing
 ``@decorator`` cannot wrap the tests' ``check``), asserts are counted from the tests' syntax tree (nothing in the
@@ -44,16 +45,16 @@ test method that passed while the tests ran is one check, a failed one fails the
 ran are run after the module).
 
 Does not protect against: kernel exploits (samples share the host kernel: use a VM or gVisor for hostile users);
-*reading* files an unprivileged uid may read where bubblewrap is missing (``namespaces`` mode shows all of
-``/``, read-only to the sample's uid, so checkouts and host unix sockets under /var/tmp or /run are reachable;
-with bubblewrap the view is only the system's programs and libraries, the interpreter's trees and a few files of
-/etc); total
-memory beyond processes x the per-process cap where no memory cgroup can be made; CPU contention between samples
-(shows up as slower runs or timeouts; timeouts are retried once alone); and, with the policy off (``selfalign
-evaluate``), a sample written against this harness: it runs in the harness's interpreter and can find the check
-counter or the nonce in memory and forge a pass. The policy cannot see names built at run time (``getattr(sys,
-"_get" + "frame")``), and it keeps legitimate programs that use ``signal``, ``ctypes``, ``gc`` or frames out of the
-data: that is its price. The verdict filters model output; the isolation, not the verdict, is the boundary.
+*reading* what the view shows (in both modes only the system's programs and libraries, the interpreter's trees and a
+few files of /etc, read-only: no home, checkout, /var, /run or /sys); total memory beyond processes x the
+per-process cap where no memory cgroup can be made, and a sample that lowers its OOM score back (a program it
+executes may) can still make the kernel kill its helper when the cgroup is full (``crash``, the helper replaced);
+CPU contention between samples (shows up as slower runs or timeouts; timeouts are retried once alone); and, with the
+policy off (``selfalign evaluate``), a sample written against this harness: it runs in the harness's interpreter and
+can find the check counter or the nonce in memory and forge a pass. The policy cannot see names built at run time
+(``getattr(sys, "_get" + "frame")``), and it keeps legitimate programs that use ``signal``, ``ctypes``, ``gc`` or
+frames out of the data: that is its price. The verdict filters model output; the isolation, not the verdict, is the
+boundary.
 
 Samples get a private, empty ``/tmp``; an interpreter, virtualenv or checkout under the host's ``/tmp`` (as CI and
 pytest make) is bound back into it read-only, as its own mount, so samples import from it as from anywhere else.

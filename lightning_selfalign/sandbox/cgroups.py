@@ -4,10 +4,13 @@ per-process cap (``RLIMIT_AS``) alone does not bound.
 
 Used where this process's own memory cgroup (v1 memory controller, or v2 with memory delegated to its children) is
 writable, as it is for root on these machines; elsewhere helpers run with the per-process cap only, and the pool's
-``protections`` say which mode is active. When the group is full the kernel kills the largest process in it, normally
-the sample (verdict ``memory``, from the group's OOM-kill count); a sample whose memory is not mapped by any
-process (a ``memfd`` it filled with ``fallocate``) can make that the helper instead (verdict ``crash``, the helper
-replaced): bounded either way.
+``protections`` say which mode is active. When the group is full the kernel kills the sample (verdict ``memory``, from
+the group's OOM-kill count, which the helper reads through an fd the pool passes it): each sample raises its own
+``oom_score_adj`` to 1000 before it runs (``helper.volunteer_for_oom_kill``), so the kernel picks it even when what
+fills the group is memory no process maps (``memfd``s filled with ``fallocate``), which would otherwise make the
+largest process, the helper, the victim. A sample that sets its score back (any process may lower its own to where it
+started, and a program it executes owns its /proc/self again) can still cost its helper: verdict ``crash``, the helper
+replaced, memory bounded either way.
 """
 
 from __future__ import annotations

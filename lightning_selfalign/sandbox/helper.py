@@ -7,18 +7,20 @@ reachable and forking stays cheap. This file holds what the forker and the sampl
 
 At start (namespace modes) the helper drops to its unprivileged uid, enters a user namespace of its own (mapped to
 that uid, so ``RLIMIT_NPROC`` holds even for root's library), a PID namespace of its own (it is its PID 1), a
-session of its own, and a mount namespace with a size-capped tmpfs on /tmp and /dev/shm. It then preloads a few
-small common modules and forks the *forker*, a copy of itself that does nothing but fork samples (PID 1 of a PID
-namespace of its own, with a seccomp filter that closes the kernel's keyrings): a process that forks has all its
-pages write-protected, so every page it writes afterwards faults once, and the helper's own work (JSON, parsing,
-compiling) would write hundreds per sample. Per sample the forker gets the compiled program (marshalled; only the
-sample unmarshals it, and the forker zeroes its buffer after each sample, so no sample finds an earlier one's source
-in the memory it was forked with) and two pipe fds, imports any allowlisted module the source names that it has not
-loaded yet (so later samples get it free, while the forker stays as small as the workload allows), unshares a fresh
-PID and IPC namespace and forks: the child is PID 1 there, so when it dies the kernel kills every process it
-started. The forker hands back its pid with a pidfd of it and, once it has reaped the child, its wait status. The
-child sets the rlimits, redirects stdin/stdout/stderr, drops its capabilities (no-new-privs it inherits from the
-forker) and runs the harness, with the scratch dir (where the helper wrote ``main.py``) first on ``sys.path``."""
+session of its own, and a mount namespace with a size-capped tmpfs on /tmp and /dev/shm (without bubblewrap, rooted
+in a fresh tmpfs that shows what bubblewrap would: ``enter_root_view``). It then preloads a few small common modules
+and forks the *forker*, a copy of itself that does nothing but fork samples (PID 1 of a PID namespace of its own,
+with a seccomp filter that closes the kernel's keyrings): a process that forks has all its pages write-protected, so
+every page it writes afterwards faults once, and the helper's own work (JSON, parsing, compiling) would write
+hundreds per sample. Per sample the forker gets the compiled program (marshalled; only the sample unmarshals it, and
+the forker zeroes its buffer after each sample, so no sample finds an earlier one's source in the memory it was
+forked with) and two pipe fds, imports any allowlisted module the source names that it has not loaded yet (so later
+samples get it free, while the forker stays as small as the workload allows), unshares a fresh PID and IPC namespace
+and forks: the child is PID 1 there, so when it dies the kernel kills every process it started. The forker hands
+back its pid with a pidfd of it and, once it has reaped the child, its wait status. The child makes itself the OOM
+killer's first choice, sets the rlimits, redirects stdin/stdout/stderr, drops its capabilities (no-new-privs it
+inherits from the forker) and runs the harness, with the scratch dir (where the helper wrote ``main.py``) first on
+``sys.path``."""
 
 import _signal
 import _socket
@@ -56,7 +58,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 # the thread state's dict, which copied ~15 more pages per call after a fork. A failed call is repeated through
 # ``libc`` for its errno (each fails the same way again).
 _fast = ctypes.CDLL(None)
-_capset, _unshare, _setns = _fast.capset, _fast.unshare, _fast.setns
+_capset, _unshare, _setns, _prctl = _fast.capset, _fast.unshare, _fast.setns, _fast.prctl
 _CAP_HEADER = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
 _CAP_NONE = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: all empty, for both 32-bit words
 
@@ -97,24 +99,70 @@ def enter_helper_namespaces(config: dict) -> int:
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
     libc.prctl(PR_SET_PDEATHSIG, _signal.SIGKILL, 0, 0, 0)
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    mount_private_dirs(config["scratch_mb"])
+    mount_private_dirs(config["scratch_mb"], config.get("view"))
     return os.open("/proc/self/ns/pid", os.O_RDONLY)
 
 
-def mount_private_dirs(scratch_mb: int) -> None:
-    """Our own mount namespace: size-capped tmpfs on /tmp (the samples' scratch) and /dev/shm, our own /proc; what
-    this interpreter imports from under them (a virtualenv in /tmp) is bound back read-only."""
+def mount_private_dirs(scratch_mb: int, view: dict | None) -> None:
+    """Our own mount namespace (rooted in ``view`` without bubblewrap, see ``enter_root_view``): size-capped tmpfs on
+    /tmp (the samples' scratch) and /dev/shm, our own /proc; what this interpreter imports from under them (a
+    virtualenv in /tmp) is bound back read-only."""
     _check(libc.unshare(CLONE_NEWNS), "unshare mount namespace")
     _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+    if view is not None:
+        enter_root_view(view)
+    else:
+        # Refused where the outer /proc has parts covered (bubblewrap as root does that); the outer one then shows
+        # only the helper's PID namespace, where a sample can neither signal nor read anything (not dumpable).
+        libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV, None)
     keep = {path: os.open(path, os.O_PATH) for path in paths_under_scratch()}
     opts = f"size={scratch_mb}m,nr_inodes=4096,mode=1777".encode()
     for target in SCRATCH_DIRS:
         if os.path.isdir(target):
             _check(libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts), f"mount {target}")
     keep_under_scratch(keep)
-    # Refused where the outer /proc has parts covered (bubblewrap as root does that); the outer one then shows
-    # only the helper's PID namespace, where a sample can neither signal nor read anything (not dumpable).
-    libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV, None)
+
+
+NEW_ROOT = "/tmp"  # where the fresh root is built before we pivot into it: a directory every host has
+DEV_LINKS = {  # as bubblewrap's --dev makes them
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+}
+# machine: its number of pivot_root (glibc has no wrapper); elsewhere we chroot (samples hold no capability to leave it)
+PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+MNT_DETACH = 2
+
+
+def enter_root_view(view: dict) -> None:
+    """Without bubblewrap: a fresh tmpfs becomes our root, holding only what ``view`` names (``isolation.
+    namespaces_view``: what bubblewrap shows), bound read-only, its devices, a /proc of our PID namespace and the
+    mount points of the scratch dirs; then the root itself is made read-only. No home, checkout, /var, /run or
+    /sys: a host unix socket or a ``.git`` is not there to reach."""
+    sources = {path: os.open(path, os.O_PATH) for path in (*view["binds"], *view["devices"]) if os.path.exists(path)}
+    root = NEW_ROOT  # the host's /tmp is covered from here on: each source is reached through its fd
+    _check(libc.mount(b"tmpfs", root.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"), "mount root")
+    for path, target in view["links"].items():
+        os.symlink(target, root + path)
+    for path, fd in sources.items():
+        bind_fd(fd, root + path, read_only=path not in view["devices"])
+    for directory in ("tmp", "dev/shm", "proc"):
+        os.makedirs(os.path.join(root, directory), 0o755, exist_ok=True)
+    for name, target in DEV_LINKS.items():
+        os.symlink(target, f"{root}/dev/{name}")
+    proc = f"{root}/proc".encode()
+    if libc.mount(b"proc", proc, b"proc", MS_NOSUID | MS_NODEV, None):  # refused where the outer one has parts covered
+        _check(libc.mount(b"/proc", proc, None, MS_BIND | MS_REC, None), "bind /proc")
+    os.chdir(root)
+    pivot = PIVOT_ROOT.get(os.uname().machine)
+    if pivot is not None:  # the old root goes on top of the new one, and is detached from there
+        _check(libc.syscall(pivot, b".", b"."), "pivot_root")
+        _check(libc.umount2(b".", MNT_DETACH), "detach the old root")
+    else:
+        _check(libc.chroot(b"."), "chroot")
+    os.chdir("/")
+    _check(libc.mount(None, b"/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None), "read-only /")
 
 
 def paths_under_scratch() -> list[str]:
@@ -147,18 +195,25 @@ def keep_under_scratch(keep: dict[str, int]) -> None:
             os.mkdir(top, 0o755)
             _check(libc.mount(b"tmpfs", top.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"), top)
         for path in paths:
-            source = f"/proc/self/fd/{keep[path]}"
-            if os.path.isdir(source):
-                os.makedirs(path, 0o755, exist_ok=True)
-            else:  # a zip on sys.path: a file to bind onto
-                os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
-            _check(libc.mount(source.encode(), path.encode(), None, MS_BIND | MS_REC, None), f"bind {path}")
-            os.close(keep[path])
-            make_read_only(path)
+            bind_fd(keep[path], path)
         if paths != [top]:
             _check(libc.mount(None, top.encode(), None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None), top)
         KEPT.add(top)
+
+
+def bind_fd(fd: int, path: str, read_only: bool = True) -> None:
+    """Bind what ``fd`` (an ``O_PATH`` fd, closed here) opens at ``path``, with what is mounted inside it, read-only
+    unless told (a device stays writable), making the directory, or the empty file a file is bound onto."""
+    source = f"/proc/self/fd/{fd}"
+    if os.path.isdir(source):
+        os.makedirs(path, 0o755, exist_ok=True)
+    else:  # a file: a zip on sys.path, a file of /etc, a device
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+    _check(libc.mount(source.encode(), path.encode(), None, MS_BIND | MS_REC, None), f"bind {path}")
+    os.close(fd)
+    if read_only:
+        make_read_only(path)
 
 
 def make_read_only(path: str) -> None:
@@ -259,6 +314,29 @@ def deny_keyrings() -> None:
     libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(Program(len(program), filters)), 0, 0)
 
 
+OOM_SCORE_ADJ = b"/proc/self/oom_score_adj"  # bytes: opening it makes no str in the child
+
+
+def volunteer_for_oom_kill() -> None:
+    """Make this sample the kernel's first choice when its helper's memory cgroup is full (``oom_score_adj`` 1000,
+    which any process may raise its own to). Memory no process maps (a ``memfd`` filled with ``fallocate``) counts for
+    nobody's size, so the largest process, the helper or the forker, would be killed instead; killing the sample, PID 1
+    of its namespace, ends every process it started and closes the files that held that memory.
+
+    /proc/self belongs to root while we are not dumpable (as the forker made us), so we are dumpable for this one write
+    only: five calls. Best effort: the probe reports whether it held."""
+    _prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    try:
+        fd = os.open(OOM_SCORE_ADJ, os.O_WRONLY)
+        try:
+            os.write(fd, b"1000")
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
 def drop_capabilities() -> None:
     """No effective, permitted or inheritable capabilities.
 
@@ -290,6 +368,7 @@ def run_sample_process(payload: memoryview, config: dict, output_w: int, result_
     private to the helper's mount namespace) is the forker's own. The job is unmarshalled here, from ``payload`` (in
     the forker's buffer): the forker's own memory never holds it, so no later sample finds it there."""
     nonce = ""
+    volunteer_for_oom_kill()  # first: the sample's own memory is not allocated yet
     try:
         nonce, program, scratch, rlimits, as_main = marshal.loads(payload)
         if not config["namespaces"]:  # with them, the helper (its PID namespace's init) dies if the forker does

@@ -6,9 +6,9 @@ Modes, strongest first:
   PID/IPC/UTS), a minimal read-only view of the host (system programs and libraries, the interpreter's trees, a
   few files of /etc: no home, checkout, /var, /run or /sys), an empty environment, no capabilities; each sample
   then gets its own user + PID + mount namespace (PID 1 of it), a private size-capped tmpfs as /tmp, a fresh /proc.
-- ``namespaces``: the same per-sample namespaces, and the helper unshares user/network/IPC/UTS itself,
-  but the filesystem is only protected by file permissions (as root: the sample runs as an unprivileged
-  uid, so root-owned files are read-only to it; as a normal user: the user's own files are writable).
+- ``namespaces``: the same per-sample namespaces and the same minimal read-only view, without bubblewrap: the
+  helper unshares user/network/IPC/UTS/mount namespaces itself and pivots into a fresh root holding the same trees
+  and files (:func:`namespaces_view`), a few devices and its own /proc.
 - ``rlimits``: rlimits, a new session and a scratch dir only: no network or PID isolation, a
   ``setsid`` daemon escapes the kill. Refused unless ``allow_unsafe`` is set.
 
@@ -70,7 +70,7 @@ PROTECTIONS = {
         "no network (empty network namespace)",
         "own PID namespace per sample (all its processes die with it)",
         "own IPC namespace per sample (its SysV and POSIX IPC objects die with it)",
-        "private size-capped /tmp; other files protected by permissions only",
+        "minimal read-only filesystem view (system, interpreter) and a private size-capped /tmp",
         "process cap (RLIMIT_NPROC, unprivileged uid in its own user namespace)",
         "no capabilities, no new privileges",
         *COMMON,
@@ -121,6 +121,10 @@ def python_paths(python: str) -> list[str]:
     return sorted({os.path.realpath(python), sys.prefix, sys.base_prefix, str(HELPER.parent)})
 
 
+# The devices a sample may open, in ``namespaces`` mode (bubblewrap's ``--dev`` makes a similar set).
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+
+
 def system_view() -> list[str]:
     """bwrap arguments that show the system trees (a merged-/usr symlink as the same symlink) and files, read-only."""
     args: list[str] = []
@@ -155,16 +159,20 @@ def bwrap_prefix(as_root: bool, python: str) -> list[str]:
     return args + ["--chdir", "/tmp"]
 
 
+def unshown(paths: list[str]) -> list[str]:
+    """``paths``, absolute, that the system view does not already show, outermost only, sorted (parents first)."""
+    shown = tuple(tree + os.sep for tree in SYSTEM_TREES if os.path.isdir(tree) and not os.path.islink(tree))
+    wanted = sorted({os.path.abspath(p) for p in paths if not os.path.abspath(p).startswith(shown)})
+    return [p for p in wanted if not any(p.startswith(q + os.sep) for q in wanted if q != p)]
+
+
 def bind_read_only(paths: list[str]) -> list[str]:
     """bwrap arguments that bind ``paths`` read-only at the same place, outermost first, each missing parent made
     0755 so the unprivileged uid can traverse it (under /root, or under the sandbox's private /tmp: a checkout or
     virtualenv in /tmp, as CI or pytest's tmp_path makes). Paths the system view already shows are skipped."""
-    shown = tuple(tree + os.sep for tree in SYSTEM_TREES if os.path.isdir(tree) and not os.path.islink(tree))
-    wanted = sorted({os.path.abspath(p) for p in paths if not os.path.abspath(p).startswith(shown)})
-    outermost = [p for p in wanted if not any(p.startswith(q + os.sep) for q in wanted if q != p)]
     args: list[str] = []
     made = {"/", "/tmp"}
-    for path in outermost:
+    for path in unshown(paths):
         parent, chain = os.path.dirname(path), []
         while parent not in made:
             chain.insert(0, parent)
@@ -174,6 +182,16 @@ def bind_read_only(paths: list[str]) -> list[str]:
             made.add(directory)
         args += ["--ro-bind", path, path]
     return args
+
+
+def namespaces_view(python: str) -> dict:
+    """What the helper mounts as its root in ``namespaces`` mode (``helper.enter_root_view``): what bubblewrap shows
+    (:func:`system_view` and the interpreter's trees), read-only, and :data:`DEVICES`. ``links``: the merged-/usr
+    symlinks, kept as symlinks; ``binds``: trees and files bound at the same place (missing ones skipped)."""
+    links = {path: os.readlink(path) for path in SYSTEM_TREES if os.path.islink(path)}
+    trees = [path for path in SYSTEM_TREES if os.path.isdir(path) and path not in links]
+    binds = [*trees, *SYSTEM_FILES, *unshown([python, *python_paths(python)])]
+    return {"links": links, "binds": binds, "devices": list(DEVICES)}
 
 
 @functools.cache
@@ -189,9 +207,12 @@ def isolated_sys_path(python: str) -> list[str] | None:
         return None  # the helper imports site itself, as it did before
 
 
-def helper_command(mode: str, slot: int, python: str | None = None, oom_events: str = "") -> tuple[list[str], dict]:
+def helper_command(
+    mode: str, slot: int, python: str | None = None, oom_events: int | None = None
+) -> tuple[list[str], dict]:
     """The argv that starts one helper in ``mode``, and its ``subprocess.Popen`` keyword arguments; ``oom_events``:
-    the file of the helper's memory cgroup that counts its OOM kills (see ``cgroups.py``), if it has one."""
+    an open fd of the file of the helper's memory cgroup that counts its OOM kills (see ``cgroups.py``), if it has
+    one, passed down to the helper (the file itself is not in its filesystem view)."""
     python = python or sys.executable
     as_root = os.geteuid() == 0
     config = helper_config(mode, slot)
@@ -200,11 +221,16 @@ def helper_command(mode: str, slot: int, python: str | None = None, oom_events: 
     no_site = ["-S"] if config["sys_path"] is not None else []
     argv = [python, "-I", "-B", *no_site, str(HELPER), json.dumps(config)]
     popen: dict = {"env": dict(HELPER_ENV), "cwd": "/", "start_new_session": True}
+    if oom_events is not None:
+        popen["pass_fds"] = (oom_events,)
     if mode == "bwrap":
         argv = bwrap_prefix(as_root, python) + argv
         config["drop_to_uid"] = as_root
         argv[-1] = json.dumps(config)
-    elif as_root:
+    elif mode == "namespaces":
+        config["view"] = namespaces_view(python)
+        argv[-1] = json.dumps(config)
+    if mode != "bwrap" and as_root:
         popen.update(user=config["uid"], group=config["gid"], extra_groups=[])
     return argv, popen
 

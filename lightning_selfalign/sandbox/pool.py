@@ -103,11 +103,17 @@ class Helper:
         self.uid = sandbox_ids(slot)[0]
         self.mode = mode
         self.cgroup = MemoryCgroup.create(f"selfalign-{os.getpid()}-{slot}", self.uid if os.geteuid() == 0 else None)
-        argv, popen = helper_command(mode, slot, oom_events=self.cgroup.oom_events if self.cgroup else "")
+        oom_events = os.open(self.cgroup.oom_events, os.O_RDONLY) if self.cgroup else None
+        argv, popen = helper_command(mode, slot, oom_events=oom_events)
         if self.cgroup:
             self.cgroup.limit(Limits().memory_mb + HEADROOM_MB)
             argv = self.cgroup.join_argv(argv)
-        self.proc = _spawner.popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+        try:
+            pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+            self.proc = _spawner.popen(argv, **pipes, **popen)
+        finally:
+            if oom_events is not None:
+                os.close(oom_events)  # the helper has its own copy
         self.fileno = self.proc.stdout.fileno()
         self._buffer = b""
         self._sent: deque[int] = deque()  # sequence numbers of the queued samples, oldest first

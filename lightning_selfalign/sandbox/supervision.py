@@ -217,11 +217,14 @@ def _signal_name(number: int) -> str:
 
 
 def oom_kills(config: dict) -> int:
-    """How many processes the kernel has killed for the memory cgroup of this helper (0 without one)."""
+    """How many processes the kernel has killed for the memory cgroup of this helper (0 without one), read through
+    the fd of its events file that the pool passed us (the file is not in our filesystem view)."""
+    if config.get("oom_events") is None:
+        return 0
     try:
-        with open(config["oom_events"], "rb") as events:
-            return next((int(line.split()[1]) for line in events if line.startswith(b"oom_kill ")), 0)
-    except (KeyError, OSError, ValueError):
+        events = os.pread(config["oom_events"], 4096, 0).splitlines()
+        return next((int(line.split()[1]) for line in events if line.startswith(b"oom_kill ")), 0)
+    except (OSError, ValueError, IndexError):
         return 0
 
 
@@ -244,7 +247,7 @@ def verdict_of(
             return "timeout", f"CPU time limit ({_signal_name(sig)})", 0
         if sig == _signal.SIGXFSZ:
             return "error", f"file size limit exceeded ({_signal_name(sig)})", 0
-        if sig == _signal.SIGKILL and config.get("oom_events"):
+        if sig == _signal.SIGKILL and config.get("oom_events") is not None:
             before, config["oom_kills"] = config.get("oom_kills", 0), oom_kills(config)
             if config["oom_kills"] > before:
                 return "memory", "killed at the memory limit of its helper's cgroup", 0
@@ -351,7 +354,8 @@ def _response(
 def probe(config: dict) -> list[str]:
     """Check the per-sample isolation works here before promising it; returns the active protections."""
     code = "import os\nassert os.getpid() == 1, 'not PID 1 of its own namespace'\n" if config["namespaces"] else ""
-    code += "print(*(line for line in open('/proc/self/status') if line.startswith('Seccomp:')))"
+    code += "print(*(line for line in open('/proc/self/status') if line.startswith('Seccomp:')))\n"
+    code += "print('oom_score_adj', open('/proc/self/oom_score_adj').read())"
     config["oom_kills"] = oom_kills(config)
     request = {
         "code": code,
@@ -370,7 +374,9 @@ def probe(config: dict) -> list[str]:
     if response["verdict"] != "pass":
         raise RuntimeError(f"probe sample failed: {response['verdict']}: {response['reason']} {response['output']}")
     keyrings = "no keyrings (seccomp filter)" if "Seccomp:\t2" in response["output"] else "keyrings not blocked"
-    return [*config["protections"], keyrings]
+    first = "oom_score_adj 1000" in response["output"]
+    oom = "OOM killer picks the sample first (oom_score_adj 1000)" if first else "OOM killer may pick the helper"
+    return [*config["protections"], keyrings, oom]
 
 
 def serve_requests(config: dict) -> None:
