@@ -5,10 +5,10 @@ JSONL batches; :class:`SandboxPool` to keep helpers warm across calls. ``isolati
 enables; ``harness.py`` says how a pass is established.
 
 Processes: the pool talks JSON lines to each warm helper (``helper.py``, stdlib only, in bubblewrap, as an
-unprivileged uid); the helper compiles and supervises each sample (``supervision.py``), and a forker it made at
-start-up forks the sample process (``pool.py`` queues two samples per helper; ``helper.py`` says why the forker is
-separate). With the policy on, ``policy.py`` judges the source before anything runs; ``cgroups.py`` gives each helper
-a memory cgroup where the host allows one.
+unprivileged uid; ``mounts.py`` sets up its namespaces and filesystem view); the helper compiles and supervises each
+sample (``supervision.py``), and a forker it made at start-up forks the sample process (``pool.py`` queues two
+samples per helper; ``helper.py`` says why the forker is separate). With the policy on, ``policy.py`` judges the
+source before anything runs; ``cgroups.py`` gives each helper a memory cgroup where the host allows one.
 
 Protects against (``bwrap`` mode, the default, and ``namespaces`` mode where bubblewrap is missing; each property
 attacked by ``tests/test_sandbox_hostile.py``, ``test_sandbox_policy.py`` and ``test_sandbox_rows.py``): loops, C

@@ -185,7 +185,7 @@ def bind_read_only(paths: list[str]) -> list[str]:
 
 
 def namespaces_view(python: str) -> dict:
-    """What the helper mounts as its root in ``namespaces`` mode (``helper.enter_root_view``): what bubblewrap shows
+    """What the helper mounts as its root in ``namespaces`` mode (``mounts.enter_root_view``): what bubblewrap shows
     (:func:`system_view` and the interpreter's trees), read-only, and :data:`DEVICES`. ``links``: the merged-/usr
     symlinks, kept as symlinks; ``binds``: trees and files bound at the same place (missing ones skipped)."""
     links = {path: os.readlink(path) for path in SYSTEM_TREES if os.path.islink(path)}

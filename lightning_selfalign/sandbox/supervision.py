@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 # Replaced by helper.py when it loads this file: the harness and policy modules, and the scratch wipe (a mount concern,
-# there).
+# in mounts.py).
 harness: Any = None
 policy: Any = None
 
