@@ -1,9 +1,10 @@
 """``SelfAlignRounds``: the Lightning callback that closes a round of self-alignment every ``epochs_per_round``.
 
 At the end of a round's last epoch, on every rank: a round checkpoint (``round-<r>/trained.ckpt``, the point a
-killed run resumes from); then rank 0 exports the weights (:func:`~lightning_selfalign.export.export_module`); every
-rank hands its training state off the accelerator (:func:`~lightning_selfalign.handoff.hand_off`, to CPU memory or
-disk) while :func:`~lightning_selfalign.rounds.round_worker` runs in separate processes (evaluation, rollback
+killed run resumes from); then the weights are exported (:func:`~lightning_selfalign.export.export_module`: every rank
+takes part, since FSDP and DeepSpeed ZeRO-3 gather their shards to rank 0, which writes the folder); every rank
+hands its training state off the accelerator (:func:`~lightning_selfalign.handoff.hand_off`, to CPU memory or disk)
+while :func:`~lightning_selfalign.rounds.round_worker` runs in separate processes (evaluation, rollback
 decision, the next round's data, with the GPUs' memory free for their engines): on one process, one worker does it
 all; on several, rank 0's evaluates, then every rank's generates and executes its shard of the next round's rows (on
 its own GPU), then rank 0's merges and curates, all ranks meeting after each part. Past the last meeting every rank
@@ -11,8 +12,9 @@ takes its state back, restores the best weights if the round was rolled back, an
 next round's data, which the Trainer loads at the next epoch (``reload_dataloaders_every_n_epochs``). At the start
 of each round the lr schedule begins again (warmup, decay to 0) over that round's own optimizer steps.
 
-The logic is in plain functions so rounds can be driven without the callback too. Limits: the export needs the
-full weights on rank 0 (one device or DDP; FSDP/DeepSpeed shards are refused at setup).
+The logic is in plain functions so rounds can be driven without the callback too. Strategies: one device, DDP,
+FSDP (``FSDPStrategy``) and DeepSpeed; refused at setup: ``ModelParallelStrategy`` (its DTensor shards are not
+gathered), and a cpu or disk handoff under DeepSpeed (see :func:`strategy_problems`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -73,7 +76,7 @@ class SelfAlignRounds(pl.Callback):
         self._barrier: Callable[[], None] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        check_trainer(trainer, self.epochs_per_round)
+        check_trainer(trainer, self.epochs_per_round, self.handoff)
         self._barrier = round_barrier(trainer, self.round_timeout_h)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -105,7 +108,7 @@ class SelfAlignRounds(pl.Callback):
             checkpoint.pop(type(trainer.datamodule).__qualname__, None)
 
 
-def check_trainer(trainer: pl.Trainer, epochs_per_round: int) -> None:
+def check_trainer(trainer: pl.Trainer, epochs_per_round: int, handoff: HandoffMode = "none") -> None:
     """Refuse Trainer settings under which rounds cannot work, naming the flag to change."""
     problems = []
     if trainer.reload_dataloaders_every_n_epochs != epochs_per_round:
@@ -113,13 +116,30 @@ def check_trainer(trainer: pl.Trainer, epochs_per_round: int) -> None:
             f"--trainer.reload_dataloaders_every_n_epochs is {trainer.reload_dataloaders_every_n_epochs}; it must "
             f"equal epochs_per_round ({epochs_per_round}) so each round's data is loaded"
         )
-    strategy = type(trainer.strategy).__name__
-    if "FSDP" in strategy or "DeepSpeed" in strategy:
-        problems.append(f"strategy {strategy}: round export needs full weights on rank 0 (use one device or DDP)")
+    problems += strategy_problems(trainer.strategy, handoff)
     if trainer.datamodule is None or not hasattr(trainer.datamodule, "set_train_files"):
         problems.append("rounds need an InstructionDataModule passed to fit (it switches to each round's data)")
     if problems:
         raise UserError("; ".join(problems))
+
+
+def strategy_problems(strategy: Any, handoff: HandoffMode) -> list[str]:
+    """What rounds cannot do under ``strategy``: export needs its weights gathered (FSDP and DeepSpeed ZeRO-3 are,
+    ModelParallelStrategy's DTensors are not), and the handoff moves tensors it can see (DeepSpeed keeps parameters
+    as views into its own flat buffers, ZeRO-3 in partitions it manages)."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy, ModelParallelStrategy
+
+    name = type(strategy).__name__
+    if isinstance(strategy, ModelParallelStrategy):
+        return [f"strategy {name}: round export cannot gather its DTensor shards yet; use FSDPStrategy (the "
+                "configs/fsdp-8gpu.yaml overlay), DeepSpeedStrategy or DDP"]  # fmt: skip
+    if handoff == "none":
+        return []
+    if isinstance(strategy, DeepSpeedStrategy):
+        return [f"--handoff {handoff} under {name}: DeepSpeed owns the parameters' storage (flat buffers, ZeRO-3 "
+                "partitions), which the handoff cannot move (moving the parameters would free nothing and could detach "
+                "them from DeepSpeed's optimizer); use --handoff none"]  # fmt: skip
+    return []
 
 
 def restart_round_schedule(trainer: pl.Trainer, epochs_per_round: int) -> None:
@@ -163,15 +183,16 @@ def close_round(
     handoff: tuple[HandoffMode, Path] = ("none", Path()),
     barrier: Callable[[], None] | None = None,
 ) -> None:
-    """After round ``round``'s training (its checkpoint written): record and export on rank 0; then every rank hands
-    its training state off (``handoff``: mode and file) while the workers make the next round
-    (:func:`make_next_round`); past the last ``barrier`` every rank takes its state back, rolls back if the worker
-    said so, and switches to the next round's data."""
+    """After round ``round``'s training (its checkpoint written): rank 0 records the round and writes its export
+    (every rank takes part in gathering the weights); then every rank hands its training state off (``handoff``:
+    mode and file) while the workers make the next round (:func:`make_next_round`); past the last ``barrier`` every
+    rank takes its state back, rolls back if the worker said so, and switches to the next round's data."""
     state, paths = RoundState(workdir), RoundPaths(workdir, round)
     if trainer.is_global_zero:
         record_trained(trainer, state, round, paths)
-        export_round(module, state, round, paths)
-    with handed_off(module, trainer.optimizers, *handoff) as moved:
+    export_round(trainer, module, state, round, paths)
+    # The strategy's module: under FSDP the root's flat parameter is on its wrapper, outside the LightningModule.
+    with handed_off(trainer.strategy.model, trainer.optimizers, *handoff) as moved:
         if moved.mode != "none":
             rank_zero_info(f"round {round}: {moved.bytes / 2**30:.2f} GiB of training state per rank handed off to "
                            f"{moved.mode} in {moved.seconds:.1f} s while the next round's data is made")  # fmt: skip
@@ -214,15 +235,22 @@ def record_trained(trainer: pl.Trainer, state: RoundState, round: int, paths: Ro
     if not state.reached(round, "trained"):
         state.record(round, "trained", **facts)
     previous = RoundPaths(paths.workdir, round - 1).checkpoint
-    if round > 0 and previous.exists():  # only the newest round checkpoint is needed to resume
+    if round > 0 and previous.is_dir():  # DeepSpeed's and sharded FSDP's checkpoints are folders
+        shutil.rmtree(previous)
+    elif round > 0 and previous.exists():  # only the newest round checkpoint is needed to resume
         previous.unlink()
 
 
-def export_round(module: pl.LightningModule, state: RoundState, round: int, paths: RoundPaths) -> None:
+def export_round(
+    trainer: pl.Trainer, module: pl.LightningModule, state: RoundState, round: int, paths: RoundPaths
+) -> None:
+    """Round ``round``'s model folder, unless a killed run already wrote it. Every rank calls this: FSDP and ZeRO-3
+    gather the weights from all ranks; rank 0 decides, writes and records."""
     from lightning_selfalign.export import export_module
 
-    if not state.reached(round, "exported"):
-        export_module(module, paths.model)
+    if trainer.strategy.broadcast(state.reached(round, "exported") if trainer.is_global_zero else None):
+        return
+    if export_module(module, paths.model) is not None:
         state.record(round, "exported", model_dir=str(paths.model))
 
 
@@ -265,11 +293,15 @@ def apply_rollback(module: pl.LightningModule, state: RoundState, round: int) ->
 
 
 def load_weights(module: pl.LightningModule, model_dir: str) -> None:
-    """Copy a Hugging Face folder's weights into the module's model in place (same architecture)."""
+    """Copy a Hugging Face folder's weights into the module's model in place (same architecture; every rank calls it,
+    sharded or not)."""
     from transformers import AutoModelForCausalLM
 
-    source = AutoModelForCausalLM.from_pretrained(model_dir, dtype=next(module.model.parameters()).dtype)
-    missing, unexpected = module.model.load_state_dict(source.state_dict(), strict=False)
+    from lightning_selfalign.export import load_full_model_state
+
+    # module.parameters(): under FSDP the model's own may all live in the root's flat parameter
+    source = AutoModelForCausalLM.from_pretrained(model_dir, dtype=next(module.parameters()).dtype)
+    missing, unexpected = load_full_model_state(module, source.state_dict())
     if unexpected or [key for key in missing if "lm_head" not in key]:
         raise UserError(f"{model_dir}: weights do not fit the trained model (missing {missing[:3]}, "
                         f"unexpected {unexpected[:3]})")  # fmt: skip

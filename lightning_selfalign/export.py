@@ -8,6 +8,7 @@ data, recipe and metrics. ``AutoModelForCausalLM.from_pretrained`` and vLLM load
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,11 +169,15 @@ def export_checkpoint(ckpt_path: str | Path, output_dir: str | Path, metrics: di
 
 
 def export_module(module: Any, output_dir: str | Path, metrics: dict[str, Any] | None = None,
-                  merge: bool = True) -> Path:  # fmt: skip
-    """Write the Hugging Face folder for a live ``SelfAlignLM`` (full weights on this process: one device or DDP,
-    not FSDP/DeepSpeed shards) into ``output_dir``; returns the folder. The rounds callback calls this between
-    rounds, so no checkpoint has to be written and read back first."""
+                  merge: bool = True) -> Path | None:  # fmt: skip
+    """Write the Hugging Face folder for a live ``SelfAlignLM`` into ``output_dir``; the rounds callback calls this
+    between rounds, so no checkpoint has to be written and read back first. Every rank calls it: under FSDP and
+    DeepSpeed ZeRO-3 the weights are gathered from all ranks (:func:`full_model_state`). Rank 0 writes and gets the
+    folder; the other ranks get None."""
     assert module.model is not None, "configure_model() builds the network before it can be exported"
+    state = full_model_state(module)
+    if state is None:
+        return None
     trainer = getattr(module, "_trainer", None)
     datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
     summary = {
@@ -181,15 +186,113 @@ def export_module(module: Any, output_dir: str | Path, metrics: dict[str, Any] |
         "epoch": trainer.current_epoch if trainer is not None else "?",
         "global_step": trainer.global_step if trainer is not None else "?",
     }
-    if module.hparams.get("peft", "none") == "none":
-        return write_model_folder(module.model, summary, output_dir, metrics)
-    base, adapters = split_state(module.model.state_dict())
+    hparams = summary["hyper_parameters"]
+    if hparams.get("peft", "none") == "none":
+        return write_model_folder(model_from_state(hparams, state), summary, output_dir, metrics)
+    base, adapters = split_state(state)
     if not merge:
         return write_adapter_folder(adapters, summary, output_dir, metrics)
-    if module.hparams["peft"] == "qlora":  # the live base is 4-bit: merge into the full-precision one it came from
-        base = base_weights(summary["hyper_parameters"], next(iter(adapters.values())).dtype)
-    merged = merge_adapters(base, adapters, settings_of(summary["hyper_parameters"]).scaling)
-    return write_model_folder(model_from_state(summary["hyper_parameters"], merged), summary, output_dir, metrics)
+    if hparams["peft"] == "qlora":  # the live base is 4-bit: merge into the full-precision one it came from
+        base = base_weights(hparams, next(iter(adapters.values())).dtype)
+    merged = merge_adapters(base, adapters, settings_of(hparams).scaling)
+    return write_model_folder(model_from_state(hparams, merged), summary, output_dir, metrics)
+
+
+def full_model_state(module: Any) -> dict[str, torch.Tensor] | None:
+    """The transformers model's full weights in a live ``SelfAlignLM`` (keys as the plain model's, mapped by
+    :func:`model_state`) on rank 0; None on the other ranks.
+
+    Under FSDP and DeepSpeed ZeRO-3 each rank holds a shard: they are gathered to rank 0's CPU, a collective every
+    rank must enter. Otherwise (one device, DDP, ZeRO-1/2) rank 0 has the full weights itself."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+
+    trainer = getattr(module, "_trainer", None)
+    strategy = trainer.strategy if trainer is not None else None
+    rank = strategy.global_rank if strategy is not None else 0
+    if isinstance(strategy, FSDPStrategy):
+        state = fsdp_full_state(strategy)
+    elif isinstance(strategy, DeepSpeedStrategy) and strategy.zero_stage_3:
+        state = {}
+        for prefix, owner in zero3_gathered(module, modifier_rank=None):
+            if rank == 0:
+                state.update({join(prefix, name): tensor.detach().to("cpu", copy=True)
+                              for name, tensor in own_tensors(owner)})  # fmt: skip
+    else:
+        state = module.state_dict() if rank == 0 else {}
+    return model_state({"state_dict": state}) if rank == 0 else None
+
+
+def load_full_model_state(module: Any, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Copy full weights (keys as the plain model's) into a live ``SelfAlignLM``'s model, whatever the strategy
+    shards; returns the missing and unexpected keys. Every rank calls it with the same ``state`` (under FSDP and
+    ZeRO-3 it is a collective)."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+
+    trainer = getattr(module, "_trainer", None)
+    strategy = trainer.strategy if trainer is not None else None
+    if isinstance(strategy, FSDPStrategy):
+        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        config = FullStateDictConfig(offload_to_cpu=False, rank0_only=False)
+        with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, config):
+            missing, unexpected = strategy.model.load_state_dict({f"model.{k}": v for k, v in state.items()},
+                                                                 strict=False)  # fmt: skip
+    elif isinstance(strategy, DeepSpeedStrategy) and strategy.zero_stage_3:
+        missing, unexpected = zero3_load(module, {f"model.{k}": v for k, v in state.items()}, strategy.global_rank)
+    else:
+        return module.model.load_state_dict(state, strict=False)
+    return [k.removeprefix("model.") for k in missing], [k.removeprefix("model.") for k in unexpected]
+
+
+def zero3_load(module: torch.nn.Module, state: dict[str, torch.Tensor], rank: int) -> tuple[list[str], list[str]]:
+    """Rank 0 copies ``state`` (the module's own keys) into the gathered parameters; leaving each module's gather
+    partitions them to every rank again. Buffers, never partitioned, every rank copies. Returns the missing and
+    unexpected keys."""
+    seen = set()
+    for prefix, owner in zero3_gathered(module, modifier_rank=0):
+        for name, tensor in own_tensors(owner):
+            key = join(prefix, name)
+            seen.add(key)
+            if key in state and (rank == 0 or not isinstance(tensor, torch.nn.Parameter)):
+                tensor.data.copy_(state[key])
+    return sorted(seen - state.keys()), sorted(state.keys() - seen)
+
+
+def fsdp_full_state(strategy: Any) -> dict[str, torch.Tensor]:
+    """FSDP's full state dict of the Lightning module on rank 0 (empty on the others), gathered layer by layer.
+
+    What ``FSDPStrategy.lightning_module_state_dict()`` does with ``state_dict_type="full"``, but for any
+    ``state_dict_type`` (a sharded-checkpoint run still exports full weights) and offloading to CPU only from an
+    accelerator: on CPU, torch's offload frees the gathered weights before they are read (a segfault in torch 2.13)."""
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    config = FullStateDictConfig(offload_to_cpu=strategy.root_device.type != "cpu", rank0_only=True)
+    with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, config):
+        return strategy.model.state_dict()
+
+
+def zero3_gathered(root: torch.nn.Module, modifier_rank: int | None) -> Iterator[tuple[str, torch.nn.Module]]:
+    """Each submodule of ``root`` with its own ZeRO-3 partitioned parameters gathered while the caller looks at it,
+    one module at a time (how Lightning's ``DeepSpeedStrategy`` loads full weights). With ``modifier_rank`` that
+    rank's changes are partitioned back to every rank. Every rank must walk it."""
+    import deepspeed  # the optional extra: only a ZeRO-3 run gets here
+
+    for prefix, module in root.named_modules():
+        with deepspeed.zero.GatheredParameters(list(module.parameters(recurse=False)), modifier_rank=modifier_rank):
+            yield prefix, module
+
+
+def own_tensors(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """A module's own parameters and the buffers it saves in a state dict (not its submodules')."""
+    yield from module.named_parameters(recurse=False)
+    yield from ((name, buffer) for name, buffer in module.named_buffers(recurse=False)
+                if name not in module._non_persistent_buffers_set)  # fmt: skip
+
+
+def join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
 
 
 def write_model_folder(

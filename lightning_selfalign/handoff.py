@@ -8,6 +8,12 @@ allocator's cache; :meth:`Handoff.restore` brings each tensor back to the device
 stay the same (only their storage moves), so the optimizer, the Trainer and the strategy still hold the right ones,
 and the state after the round trip is bit-identical to before.
 
+Under FSDP (hand off the strategy's root module) each rank's shard lives in FSDP's flat parameters; with
+``use_orig_params`` (Lightning's default) the module's parameters and gradients are views of them. Both move; the
+views come back as tensors of their own, which FSDP copies into its flat parameters before the next forward (how it
+treats any parameter whose storage changed) and makes views again: for that one step the shard is held twice.
+DeepSpeed keeps the parameters' storage in buffers of its own; the rounds callback refuses a cpu or disk handoff there.
+
 Not moved: what the strategy keeps of its own (DDP's gradient buckets, one model's gradients in size, stay on the
 GPU), activations (none are alive between epochs) and small tensors held elsewhere (logged metrics).
 """
@@ -46,7 +52,13 @@ class Slot:
 
     def set(self, tensor: torch.Tensor | None) -> None:
         if self.kind == "data":
+            # An FSDP flat parameter between steps holds its shard twice, as its data and as ``_local_shard`` (put
+            # back into the data after every all-gather): both move, or the shard's memory is never freed.
+            shard = getattr(self.owner, "_local_shard", None)
+            twin = shard is not None and shard.data_ptr() == self.owner.data.data_ptr()
             self.owner.data = tensor
+            if twin:
+                self.owner._local_shard = self.owner.data
         elif self.kind == "grad":
             self.owner.grad = tensor
         else:
@@ -82,7 +94,8 @@ def training_slots(module: torch.nn.Module, optimizers: Iterable[torch.optim.Opt
     """Every tensor of the training state, each once (tied weights are one parameter), in a fixed order; a
     parameter's data comes before its gradient, so the gradient can follow it to another device."""
     slots: list[Slot] = []
-    for parameter in module.parameters():
+    parameters = {id(p): p for p in [*module.parameters(), *fsdp_flat_parameters(module)]}.values()
+    for parameter in parameters:
         slots.append(Slot("data", parameter, device=parameter.device))
         if parameter.grad is not None:
             slots.append(Slot("grad", parameter, device=parameter.grad.device))
@@ -94,6 +107,17 @@ def training_slots(module: torch.nn.Module, optimizers: Iterable[torch.optim.Opt
     return slots
 
 
+def fsdp_flat_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The flat parameters of the FSDP modules in ``module``: with ``use_orig_params`` they hold the storage that the
+    module's own parameters only view."""
+    if not torch.distributed.is_available():
+        return []
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    handles = [m._flat_param for m in FullyShardedDataParallel.fsdp_modules(module)]
+    return [flat for flat in handles if flat is not None]
+
+
 def hand_off(
     module: torch.nn.Module, optimizers: Iterable[torch.optim.Optimizer], mode: HandoffMode, path: Path | None = None
 ) -> Handoff:
@@ -101,7 +125,7 @@ def hand_off(
     already there stay), ``disk`` (to the file ``path``; only empty placeholders stay) or ``none``."""
     started = time.monotonic()
     slots = training_slots(module, optimizers) if mode != "none" else []
-    handoff = Handoff(mode, slots, bytes=sum(_nbytes(slot.get()) for slot in slots))
+    handoff = Handoff(mode, slots, bytes=_held_bytes([slot.get() for slot in slots]))
     if mode == "disk":
         assert path is not None, "a disk handoff needs a file"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,5 +171,8 @@ def handed_off(
         handoff.restore()
 
 
-def _nbytes(tensor: torch.Tensor | None) -> int:
-    return 0 if tensor is None else tensor.numel() * tensor.element_size()
+def _held_bytes(tensors: list[torch.Tensor | None]) -> int:
+    """Bytes of the storages behind ``tensors``, each once (FSDP's parameters are views of its flat parameters)."""
+    storages = {(t.device, t.untyped_storage().data_ptr()): t.untyped_storage().nbytes() for t in tensors
+                if t is not None}  # fmt: skip
+    return sum(storages.values())
