@@ -66,6 +66,8 @@ class SelfAlignRounds(pl.Callback):
             raise UserError(f"epochs_per_round must be >= 1, got {epochs_per_round}")
         if handoff not in ("none", "cpu", "disk"):
             raise UserError(f"handoff must be none, cpu or disk, got {handoff!r}")
+        if not 0 < round_timeout_h < math.inf:
+            raise UserError(f"round_timeout_h must be a finite number of hours > 0, got {round_timeout_h}")
         self.workdir = Path(workdir)
         self.epochs_per_round = epochs_per_round
         self.python = python

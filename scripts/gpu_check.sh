@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks, as one prepared run on a single-GPU machine (results into $OUT, default gpu-check/):
 #   1. bench/gpu_train.py: 1B MFU and peak memory, StarCoder2-15B config peak memory at 1280 and 4096 tokens;
-#   2. the CPU Quick start's job on the GPU through the same CLI: tiny-model, fit (bf16-true), validate, export
+#   2. bench/gpu_round_memory.py: a round's end on the 1B model, peak memory per phase (train, export, handoff to cpu
+#      and disk, hf engine generating, state back, next step; ROUND_MEMORY_ARGS, --smoke by default on ACCELERATOR=cpu);
+#   3. the CPU Quick start's job on the GPU through the same CLI: tiny-model, fit (bf16-true), validate, export
 #      (ATTN=flex_attention to train with flex attention).
 # Missing Python packages may travel as wheels in .whl/ (installed into /tmp/site, nothing else touched).
 #
@@ -36,6 +38,8 @@ python3 -c 'import torch, transformers, lightning; print(torch.__version__, tran
     | tee -a "$OUT/steps.txt"
 
 step gpu_train python3 bench/gpu_train.py ${GPU_TRAIN_ARGS:-}
+round_memory_args=${ROUND_MEMORY_ARGS-$([ "$accelerator" = cpu ] && echo --smoke)}
+step round_memory python3 bench/gpu_round_memory.py --output "$OUT/round_memory.jsonl" $round_memory_args
 work=$(mktemp -d)
 step tiny_model selfalign tiny-model --output_dir "$work/tiny"
 step fit selfalign fit --config configs/tiny-cpu.yaml --model.model_name_or_path "$work/tiny" --model.attn_implementation "$attn" \

@@ -1,7 +1,8 @@
 """One set of option types (``lightning_selfalign.options``) for the commands and the rounds: the same settings reach
 the engine, the stage, the sandbox and evaluation the same way from ``selfalign generate / execute / evaluate`` and
 from ``selfalign self-align``; every field of every shared type is described in ``--help``; settings.json written
-before a field existed still loads and resumes."""
+before a field existed still loads and resumes; the handoff and round timeout flags reach settings.json and the
+rounds callback."""
 
 from __future__ import annotations
 
@@ -235,6 +236,42 @@ def test_settings_json_from_before_request_timeout_loads_and_resumes(tmp_path):
     saved = json.loads(path.read_text())
     for name in ("request_timeout", "max_retries"):
         del saved["generation"][name]
+    del saved["round_timeout_h"]
     path.write_text(json.dumps(saved))
     assert load_settings(tmp_path).generation == settings.generation
+    assert load_settings(tmp_path).round_timeout_h == 72.0
     refuse_changed_settings(tmp_path, settings)  # an older run resumes with the new fields at their defaults
+
+
+def test_handoff_and_round_timeout_reach_settings_json_and_the_callback(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from lightning_selfalign.callbacks import SelfAlignRounds
+    from lightning_selfalign.cli import main
+    from lightning_selfalign.errors import UserError
+    from lightning_selfalign.rounds import command
+    from lightning_selfalign.rounds.settings import load_settings, save_settings
+
+    with pytest.raises(SystemExit):
+        main(["self-align", "--help"])
+    assert undocumented(capsys.readouterr().out, "--", ["handoff", "handoff_dir", "round_timeout_h"]) == []
+
+    settings = RoundSettings(model="m", train_config=TRAIN_CONFIG, handoff="disk", handoff_dir=str(tmp_path / "h"),
+                             round_timeout_h=0.5)  # fmt: skip
+    assert settings.problems() == []
+    save_settings(tmp_path, settings)
+    loaded = load_settings(tmp_path)
+    assert (loaded.handoff, loaded.handoff_dir, loaded.round_timeout_h) == ("disk", str(tmp_path / "h"), 0.5)
+    built = []
+    trainer = SimpleNamespace(fit=lambda *args, **kwargs: None, is_global_zero=True)
+    monkeypatch.setattr(command, "build_cli", lambda args, callbacks: built.extend(callbacks) or
+                        SimpleNamespace(trainer=trainer, model=None, datamodule=None))  # fmt: skip
+    assert command.train(loaded, tmp_path, "sft.jsonl", None)
+    (callback,) = built
+    assert (callback.handoff, callback.handoff_dir, callback.round_timeout_h) == ("disk", tmp_path / "h", 0.5)
+
+    for hours in (0, -1.0, float("inf")):
+        problems = RoundSettings(model="m", train_config=TRAIN_CONFIG, round_timeout_h=hours).problems()
+        assert problems == [f"--round_timeout_h must be a finite number of hours > 0, got {hours}"]
+    with pytest.raises(UserError, match="round_timeout_h must be a finite number of hours > 0, got 0"):
+        SelfAlignRounds(workdir=str(tmp_path), round_timeout_h=0)

@@ -51,6 +51,7 @@ def self_align_command(
     progress: bool = True,
     handoff: Literal["none", "cpu", "disk"] = "cpu",
     handoff_dir: str | None = None,
+    round_timeout_h: float = 72.0,
     force: bool = False,
 ) -> dict[str, Any]:
     """The whole multi-round loop: generate, execute, curate, train, export and evaluate, round after round.
@@ -94,6 +95,9 @@ def self_align_command(
             data is generated, so the engine has the GPUs' memory: cpu (host memory), disk (files in handoff_dir,
             when host memory cannot hold every rank's state) or none (it stays on the GPU beside the engine).
         handoff_dir: folder of the disk handoff's files, one per rank (default WORKDIR/handoff; fast local disk).
+        round_timeout_h: hours the ranks of a multi-GPU run wait for each other between rounds (rank 0's evaluation,
+            the slowest shard's generation, the merge and curation) before the run fails; raise it when a round's
+            data takes longer.
         force: continue a workdir started with other settings (its data no longer matches them; a new --workdir is
             usually what you want).
     """
@@ -104,6 +108,7 @@ def self_align_command(
         execution_filter=execution_filter, evaluate=evaluate, benchmark_file=benchmark_file, eval_limit=eval_limit,
         eval_max_new_tokens=eval_max_new_tokens, eval_chat=eval_chat, eval_base_chat=eval_base_chat,
         rollback=rollback, progress=progress, handoff=handoff, handoff_dir=handoff_dir,
+        round_timeout_h=round_timeout_h,
     )  # fmt: skip
     if preset is not None:
         settings.generation.preset = settings.curation.preset = preset
@@ -241,7 +246,8 @@ def train(settings: RoundSettings, workdir: Path, train_files: str | None, check
     if train_files is None:
         warnings.warn("no round has curated rows yet: training on the training config's data.train_files", stacklevel=2)
     callback = SelfAlignRounds(workdir=str(workdir), epochs_per_round=settings.epochs_per_round,
-                               handoff=settings.handoff, handoff_dir=settings.handoff_dir)  # fmt: skip
+                               handoff=settings.handoff, handoff_dir=settings.handoff_dir,
+                               round_timeout_h=settings.round_timeout_h)  # fmt: skip
     cli = build_cli(training_args(settings, workdir, train_files), callbacks=[callback])
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=checkpoint)
     return cli.trainer.is_global_zero

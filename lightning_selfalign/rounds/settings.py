@@ -9,6 +9,7 @@ command that started the run.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -98,12 +99,15 @@ class RoundSettings:
     progress: bool = True
     handoff: Literal["none", "cpu", "disk"] = "cpu"
     handoff_dir: str | None = None
+    round_timeout_h: float = 72.0
 
     def problems(self) -> list[str]:
         """Every invalid setting, named by its flag."""
         found = [] if self.rounds >= 1 else [f"--rounds must be >= 1, got {self.rounds}"]
         if self.epochs_per_round < 1:
             found.append(f"--epochs_per_round must be >= 1, got {self.epochs_per_round}")
+        if not 0 < self.round_timeout_h < math.inf:
+            found.append(f"--round_timeout_h must be a finite number of hours > 0, got {self.round_timeout_h}")
         if not Path(self.train_config).is_file():
             found.append(f"--train_config {self.train_config}: no such file (a LightningCLI YAML)")
         if self.seeds.file and self.seeds.source:
