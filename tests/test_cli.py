@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import fit_args, write_sft
 
 from lightning_selfalign.cli import COMMANDS
 
@@ -94,12 +95,10 @@ def test_outputs_named_by_a_folder_and_impossible_counts_are_one_line_errors(tmp
 
 @pytest.mark.timeout(300)
 def test_fit_mistakes_are_one_line_and_a_finished_fit_says_where_it_saved(tiny_model_dir, tmp_path):
-    from test_training import _fit_args, _write_sft
-
-    data = _write_sft(tmp_path / "sft.jsonl", 12)
+    data = write_sft(tmp_path / "sft.jsonl", 12)
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"\x80\x04 not a checkpoint")
-    args = _fit_args(tiny_model_dir, data, tmp_path / "run", "--data.max_length", "96", "--trainer.max_steps", "2")
+    args = fit_args(tiny_model_dir, data, tmp_path / "run", "--data.max_length", "96", "--trainer.max_steps", "2")
     cases = [
         (["--ckpt_path", str(tmp_path / "missing.ckpt")], "error: --ckpt_path .*missing.ckpt: no such file"),
         (["--ckpt_path", str(corrupt)], "error: --ckpt_path .*corrupt.ckpt: not a PyTorch checkpoint"),
@@ -184,10 +183,8 @@ def test_a_list_option_takes_one_value_or_several_without_brackets():
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed here")
 def test_a_logger_without_its_package_is_one_line(tiny_model_dir, tmp_path):
-    from test_training import _fit_args, _write_sft
-
-    data = _write_sft(tmp_path / "sft.jsonl", 4)
-    args = _fit_args(tiny_model_dir, data, tmp_path / "run", "--trainer.max_steps", "1")
+    data = write_sft(tmp_path / "sft.jsonl", 4)
+    args = fit_args(tiny_model_dir, data, tmp_path / "run", "--trainer.max_steps", "1")
     args[args.index("lightning.pytorch.loggers.CSVLogger")] = "lightning.pytorch.loggers.TensorBoardLogger"
     result = selfalign(*args)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]

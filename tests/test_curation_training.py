@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
+from helpers import executed, write_rows
 
 from lightning_selfalign.curation import curate_command
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_curation import executed, write  # noqa: E402
 
 
 @pytest.mark.timeout(300)
@@ -21,7 +18,7 @@ def test_curated_rows_train_one_step(tiny_model_dir: Path, tmp_path: Path) -> No
     from lightning_selfalign.model import SelfAlignLM
 
     rows = [executed(parent, i, verdict="pass" if i else "fail") for parent in ("p1", "p2", "p3") for i in range(3)]
-    source = write(tmp_path / "executed.jsonl", rows)
+    source = write_rows(tmp_path / "executed.jsonl", rows)
     output = tmp_path / "sft.jsonl"
     curate_command(str(source), str(output), drop_tests=True, progress=False)
     assert len(output.read_text(encoding="utf-8").splitlines()) == 3

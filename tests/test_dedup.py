@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+from helpers import BODIES
+
 from lightning_selfalign.dedup import (
     exact_duplicate_mask,
     exact_duplicate_of,
@@ -13,19 +15,14 @@ from lightning_selfalign.dedup import (
     shingles,
 )
 
-RESPONSE = """To merge overlapping intervals, sort them by their start and sweep once, extending the last merged
+RESPONSE = (
+    """To merge overlapping intervals, sort them by their start and sweep once, extending the last merged
 interval while the next one starts before it ends. Sorting costs O(n log n) and the sweep is linear.
 
 ```python
-def merge_intervals(intervals):
-    ordered = sorted(intervals, key=lambda pair: pair[0])
-    merged = []
-    for start, end in ordered:
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return merged
+"""
+    + BODIES["merge_intervals"]
+    + """
 ```
 
 Tests:
@@ -34,6 +31,7 @@ Tests:
 assert merge_intervals([[1, 3], [2, 6], [8, 10]]) == [[1, 6], [8, 10]]
 assert merge_intervals([]) == []
 ```"""
+)
 
 OTHER = """Count word frequencies with a dictionary, lower-casing each word and skipping punctuation, then return
 the most common words first; ties are broken alphabetically so the output is deterministic.

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_training import _fit_args, _logged, _write_sft
+from helpers import fit_args, logged, write_sft
 
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.training_cli import run_lightning_cli
@@ -33,8 +33,8 @@ def _checkpointing(tmp_path, every: int, stop_at: int | None = None) -> list[str
 def test_lora_trains_only_the_adapters_and_resumes_exactly(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    data = _write_sft(tmp_path / "sft.jsonl", 64)
-    cli = run_lightning_cli(_fit_args(tiny_model_dir, data, tmp_path / "full", *LORA, "--trainer.max_steps", "30",
+    data = write_sft(tmp_path / "sft.jsonl", 64)
+    cli = run_lightning_cli(fit_args(tiny_model_dir, data, tmp_path / "full", *LORA, "--trainer.max_steps", "30",
                                       *_checkpointing(tmp_path, 10)))  # fmt: skip
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     trained = cli.model.model.state_dict()
@@ -48,17 +48,17 @@ def test_lora_trains_only_the_adapters_and_resumes_exactly(tiny_model_dir, tmp_p
     checkpoint = torch.load(next((tmp_path / "full").rglob("last.ckpt")), map_location="cpu", weights_only=False)
     assert checkpoint["state_dict"] and all(".lora_" in k for k in checkpoint["state_dict"]), "adapters only"
 
-    straight = _logged(tmp_path / "full")
+    straight = logged(tmp_path / "full")
     assert len(straight) == 30
     # Stop at step 20 (its checkpoint), then resume to 30: the same losses as the uninterrupted run.
     half = tmp_path / "half"
-    run_lightning_cli(_fit_args(tiny_model_dir, data, half, *LORA, "--trainer.max_steps", "30",
+    run_lightning_cli(fit_args(tiny_model_dir, data, half, *LORA, "--trainer.max_steps", "30",
                                 *_checkpointing(tmp_path, 10, stop_at=20)))  # fmt: skip
-    before = _logged(half)
+    before = logged(half)
     assert len(before) == 20
-    run_lightning_cli(_fit_args(tiny_model_dir, data, half, *LORA, "--trainer.max_steps", "30",
+    run_lightning_cli(fit_args(tiny_model_dir, data, half, *LORA, "--trainer.max_steps", "30",
                                 *_checkpointing(tmp_path, 10), "--ckpt_path", "last"))  # fmt: skip
-    assert _logged(half)[20:] == pytest.approx(straight[20:], rel=1e-6, abs=1e-7)
+    assert logged(half)[20:] == pytest.approx(straight[20:], rel=1e-6, abs=1e-7)
 
 
 @pytest.mark.timeout(600)
@@ -68,8 +68,8 @@ def test_lora_exports_merged_weights_and_the_adapter_with_the_modules_logits(tin
 
     from lightning_selfalign.export import export_checkpoint, export_module
 
-    data = _write_sft(tmp_path / "sft.jsonl", 32)
-    cli = run_lightning_cli(_fit_args(tiny_model_dir, data, tmp_path / "run", *LORA, "--trainer.max_steps", "10",
+    data = write_sft(tmp_path / "sft.jsonl", 32)
+    cli = run_lightning_cli(fit_args(tiny_model_dir, data, tmp_path / "run", *LORA, "--trainer.max_steps", "10",
                                       *_checkpointing(tmp_path, 10)))  # fmt: skip
     module = cli.model.model.eval()
     ids = torch.randint(1, 4000, (2, 24))
@@ -105,8 +105,8 @@ def test_lora_settings_are_checked_and_qlora_needs_a_gpu(tiny_model_dir):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA's 4-bit base needs a CUDA GPU and bitsandbytes")
 def test_qlora_trains_adapters_on_a_4bit_base(tiny_model_dir, tmp_path):
     pytest.importorskip("bitsandbytes")
-    data = _write_sft(tmp_path / "sft.jsonl", 32)
+    data = write_sft(tmp_path / "sft.jsonl", 32)
     qlora = [arg if arg != "lora" else "qlora" for arg in LORA]
-    cli = run_lightning_cli(_fit_args(tiny_model_dir, data, tmp_path / "run", *qlora, "--trainer.max_steps", "5",
+    cli = run_lightning_cli(fit_args(tiny_model_dir, data, tmp_path / "run", *qlora, "--trainer.max_steps", "5",
                                       "--trainer.accelerator", "gpu", "--trainer.precision", "bf16-true"))  # fmt: skip
     assert any("4bit" in type(m).__name__ for m in cli.model.model.modules())

@@ -1,5 +1,5 @@
 """Rounds end to end: ``selfalign self-align`` for 2 rounds through the openai engine against the canned loopback
-server of ``test_engines_openai.py`` (valid few-shot answers), the real sandbox, real curation and a real Trainer on
+server ``scripted_server.py`` (valid few-shot answers), the real sandbox, real curation and a real Trainer on
 the tiny model. The run is SIGKILLed right after round 0's ``executed`` stage, then inside the between-rounds worker
 (which must die with it), and rerun: it goes on from where it stopped without generating anything again, and round 1
 resumes training from round 0's checkpoint. A junk server (nothing parses) checks the zero-rows path.
@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_engines_openai import scripted
+from helpers import rows_of, scripted
 
-from lightning_selfalign.jsonl import read_jsonl
 from lightning_selfalign.rounds import (
     STAGES,
     GenerationOptions,
@@ -37,10 +36,6 @@ from lightning_selfalign.seeds import SeedFilters
 REPO = Path(__file__).resolve().parents[1]
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 GENERATED = ("seeds", "concepts", "instructions", "responses", "executed")
-
-
-def rows(path: Path) -> list[dict]:
-    return list(read_jsonl(path, allow_empty=True)) if path.exists() else []
 
 
 def self_align_config(tmp_path: Path, model: Path, url: str) -> Path:
@@ -94,11 +89,11 @@ def kill_after(process: subprocess.Popen, state: RoundState, round: int, stage: 
 def check_lineage(run: Path, round: int) -> None:
     """Every SFT row -> its instruction -> its concepts row -> a seed row of the same round's files."""
     folder = run / f"round-{round}"
-    seeds = {row["id"]: row for row in rows(folder / "seeds.jsonl")}
-    concepts = {row["id"]: row for row in rows(folder / "concepts.jsonl")}
-    instructions = {row["id"]: row for row in rows(folder / "instructions.jsonl")}
-    responses = {row["id"]: row for row in rows(folder / "responses.jsonl")}
-    sft = rows(folder / "sft.jsonl")
+    seeds = {row["id"]: row for row in rows_of(folder / "seeds.jsonl")}
+    concepts = {row["id"]: row for row in rows_of(folder / "concepts.jsonl")}
+    instructions = {row["id"]: row for row in rows_of(folder / "instructions.jsonl")}
+    responses = {row["id"]: row for row in rows_of(folder / "responses.jsonl")}
+    sft = rows_of(folder / "sft.jsonl")
     assert sft, f"round {round}: the canned answers pass their tests, so some rows are curated"
     for row in sft:
         assert row["round"] == round and row["id"] in responses
@@ -148,10 +143,10 @@ def test_two_rounds_killed_twice_resume_without_regenerating(tiny_model_dir, tmp
         check_lineage(run, round)
         sft = run / f"round-{round}" / "sft.jsonl"
         assert entry["train_files"] == str(sft), "round r trains on round r's curated rows"
-        assert entry["train_stats"]["train_read"] == len(rows(sft)) == entry["counts"]["curated"]
+        assert entry["train_stats"]["train_read"] == len(rows_of(sft)) == entry["counts"]["curated"]
         assert (run / f"round-{round}" / "model" / "config.json").is_file()
         assert json.loads((run / f"round-{round}" / "humaneval.json").read_text())["num_tasks"] == 2
-    ids = [{row["id"] for row in rows(run / f"round-{r}" / "sft.jsonl")} for r in (0, 1)]
+    ids = [{row["id"] for row in rows_of(run / f"round-{r}" / "sft.jsonl")} for r in (0, 1)]
     assert not ids[0] & ids[1], "round 1 trains on new rows, from other seeds"
     # Round 1 resumed from round 0's checkpoint at the epoch boundary: same step count per round, none repeated.
     assert state.round(1)["global_step"] == 2 * state.round(0)["global_step"] > 0
@@ -186,7 +181,7 @@ def test_a_round_that_curates_nothing_is_recorded_and_falls_back(tmp_path):
     finally:
         server.stop()
     state = RoundState(tmp_path)
-    assert state.stage(0) == "curated" and sft.exists() and rows(sft) == []
+    assert state.stage(0) == "curated" and sft.exists() and rows_of(sft) == []
     assert state.round(0)["counts"] == {"seeds": 3, "concepts": 0, "instructions": 0, "responses": 0,
                                         "executed": 0, "curated": 0}  # fmt: skip
     assert any("curation kept 0 rows" in str(w.message) for w in caught)

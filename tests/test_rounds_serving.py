@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_engines_openai import ServerProcess, scripted
+from helpers import ServerProcess, scripted
 
 from lightning_selfalign.engines import EngineOptions, Request, Sampling, load_engine
 from lightning_selfalign.errors import UserError

@@ -1,6 +1,6 @@
 """Sharded data rounds: each shard writes and executes its rows, the merge gives the files one process writes.
 
-Generation goes to the canned loopback server of ``test_engines_openai.py`` (answers by per-sample seed, some
+Generation goes to the canned loopback server ``scripted_server.py`` (answers by per-sample seed, some
 unparseable or cut off, so dropped samples merge too); execution and curation are real. Compared with a one-process
 round: every generated file byte for byte, the SFT file byte for byte, executed rows field for field except
 ``duration_s`` (a wall-clock measurement, different on every run). The ways in: shards written in one process then
@@ -23,10 +23,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_engines_openai import scripted
+from helpers import rows_of, scripted
 
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.jsonl import read_jsonl
 from lightning_selfalign.options import ExecutionOptions
 from lightning_selfalign.rounds import (
     STAGES,
@@ -52,10 +51,6 @@ GENERATED = ("seeds", "concepts", "instructions", "responses")
 SERVER = {"junk_every": 13, "length_every": 11}  # some unparseable and some cut-off answers: dropped files have rows
 
 
-def rows(path: Path) -> list[dict]:
-    return list(read_jsonl(path, allow_empty=True)) if path.exists() else []
-
-
 def round_settings(url: str, **overrides) -> RoundSettings:
     settings = RoundSettings(
         model="unused", train_config=str(REPO / "configs" / "tiny-cpu.yaml"), evaluate=False, progress=False,
@@ -78,18 +73,18 @@ def assert_same_round(sharded: Path, one: Path, round: int) -> None:
             pairs.append((dropped_path(pairs[0][0]), dropped_path(pairs[0][1])))
         for ours, theirs in pairs:
             assert ours.read_bytes() == theirs.read_bytes(), f"round {round}: {ours.name} differs from one process's"
-    timeless = [[{k: v for k, v in row.items() if k != "duration_s"} for row in rows(paths.executed)]
+    timeless = [[{k: v for k, v in row.items() if k != "duration_s"} for row in rows_of(paths.executed)]
                 for paths in (merged, single)]  # fmt: skip
     assert timeless[0] == timeless[1], f"round {round}: executed rows"
     assert merged.sft.read_bytes() == single.sft.read_bytes(), f"round {round}: curated rows"
-    assert rows(merged.sft), f"round {round}: the canned answers pass their tests, so some rows are curated"
+    assert rows_of(merged.sft), f"round {round}: the canned answers pass their tests, so some rows are curated"
     assert RoundState(sharded).round(round)["counts"] == RoundState(one).round(round)["counts"]
 
 
 def assert_both_halves(workdir: Path, round: int) -> None:
     for index in range(2):
         part = RoundPaths(workdir, round, (index, 2))
-        assert rows(part.responses) and rows(part.executed), f"shard {index}/2 generated and executed rows"
+        assert rows_of(part.responses) and rows_of(part.executed), f"shard {index}/2 generated and executed rows"
 
 
 @pytest.mark.timeout(180)
@@ -124,7 +119,7 @@ def evaluated_round_0(workdir: Path, settings: RoundSettings) -> None:
 def kill_when(process: subprocess.Popen, path: Path, timeout: float = 90) -> None:
     """SIGKILL ``process`` once ``path`` has a row."""
     deadline = time.monotonic() + timeout
-    while not rows(path):
+    while not rows_of(path):
         assert process.poll() is None, f"the worker exited ({process.returncode}) before writing {path.name}"
         assert time.monotonic() < deadline, f"{path.name} never got a row"
         time.sleep(0.02)
@@ -199,7 +194,7 @@ def check_ddp_run(tmp_path: Path, run: Path, one: Path) -> None:
         assert_same_round(run, one, round)
     sft = str(RoundPaths(run, 1).sft)
     for rank in range(2):
-        epochs = rows(tmp_path / "ranks" / f"rank-{rank}.jsonl")
+        epochs = rows_of(tmp_path / "ranks" / f"rank-{rank}.jsonl")
         assert [e["train_files"] for e in epochs if e["epoch"] == 1] == [sft], f"rank {rank} trains on the merge"
     assert RoundState(run).round(1)["stage"] == "evaluated"
 

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import scripted
 
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.seed_judge import EXAMPLES, approves, judge_prompt, split_docstring
@@ -228,8 +229,6 @@ def test_docstring_judge_prompt_and_decision() -> None:
 
 @pytest.mark.timeout(180)
 def test_docstring_judge_runs_through_a_served_model(tmp_path: Path) -> None:
-    from test_engines_openai import scripted
-
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     corpus.joinpath("m.py").write_text(

@@ -2,7 +2,7 @@
 
 Two engines, both real: the hf engine on the tiny random model (junk text, so nearly everything is dropped
 and counted: this exercises batching, stop handling and the drop path on every stage), and the openai
-engine over loopback HTTP against the scripted server of ``test_engines_openai.py`` (canned but valid
+engine over loopback HTTP against the scripted server ``scripted_server.py`` (canned but valid
 few-shot answers, with some junk and cut-off answers mixed in: this exercises the kept path and lineage).
 A stage killed with SIGKILL and rerun must end with exactly the rows of an uninterrupted run.
 """
@@ -19,17 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import SCRIPTED_SERVER, rows_of
 
 from lightning_selfalign.errors import UserError
-from lightning_selfalign.jsonl import read_jsonl, stable_id
+from lightning_selfalign.jsonl import stable_id
 
-SERVER_SCRIPT = Path(__file__).with_name("test_engines_openai.py")
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 FAST = {"num_fewshot": 0, "max_new_tokens": 8, "batch_size": 32, "progress": False}
-
-
-def rows_of(path: Path) -> list[dict]:
-    return list(read_jsonl(path, allow_empty=True)) if path.exists() else []
 
 
 def run(stage: str, input: Path, output: Path, **options) -> dict:
@@ -55,7 +51,7 @@ def seeds(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def canned_server():
     process = subprocess.Popen(
-        [sys.executable, str(SERVER_SCRIPT), "--junk_every=7", "--length_every=9"],
+        [sys.executable, str(SCRIPTED_SERVER), "--junk_every=7", "--length_every=9"],
         stdout=subprocess.PIPE,
         text=True,
     )

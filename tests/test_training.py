@@ -3,10 +3,8 @@ after SIGKILL, export round trip, one-line config errors, every shipped YAML par
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import fit_args, logged, write_sft
 
 from lightning_selfalign.chat_template import messages_for, render_text
 from lightning_selfalign.data.tokenize import ChatTokenizer
@@ -22,47 +21,6 @@ from lightning_selfalign.model import SelfAlignLM, active_dropout, load_causal_l
 from lightning_selfalign.training_cli import run_lightning_cli
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = "alpha beta gamma delta sort list tree parse value index count string merge split".split()
-
-
-def _write_sft(path: Path, n: int, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        instruction = f"Task {i}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 14)))
-        body = " + ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 18)))
-        rows.append({"id": str(i), "instruction": instruction, "response": f"def f(x):\n    return {body}\n"})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def _fit_args(model_dir: Path, data: Path, root: Path, *extra: str) -> list[str]:
-    return [
-        "fit",
-        "--config", str(REPO / "configs" / "tiny-cpu.yaml"),
-        "--model.model_name_or_path", str(model_dir),
-        "--model.attn_implementation", "eager",
-        "--data.train_files", str(data),
-        "--data.val_fraction", "0",
-        "--data.cache_dir", str(root / "cache"),
-        "--trainer.default_root_dir", str(root),
-        "--trainer.limit_val_batches", "0",
-        "--trainer.val_check_interval", "null",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false",
-        "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-        "--trainer.logger.save_dir", str(root / "logs"),
-        "--trainer.log_every_n_steps", "1",
-        *extra,
-    ]  # fmt: skip
-
-
-def _logged(root: Path, key: str = "train/loss") -> list[float]:
-    values = []
-    for metrics in sorted((root / "logs").rglob("metrics.csv")):
-        with metrics.open() as handle:
-            values += [float(row[key]) for row in csv.DictReader(handle) if row.get(key)]
-    return values
 
 
 def _trainer_examples(model_dir: Path, data: Path) -> list[dict]:
@@ -92,15 +50,15 @@ def test_recipe_parity_with_transformers_trainer(tiny_model_dir, tmp_path, norma
     from transformers import Trainer, TrainingArguments
 
     steps, accumulate, lr = 30, 4, 1e-3
-    data = _write_sft(tmp_path / "sft.jsonl", steps * accumulate)
+    data = write_sft(tmp_path / "sft.jsonl", steps * accumulate)
     cli = run_lightning_cli(
-        _fit_args(tiny_model_dir, data, tmp_path / "ours",
+        fit_args(tiny_model_dir, data, tmp_path / "ours",
                   "--data.packing", "false", "--data.batch_size", "1", "--data.shuffle", "false",
                   "--trainer.max_steps", str(steps), "--trainer.accumulate_grad_batches", str(accumulate),
                   "--model.learning_rate", str(lr), "--model.loss_normalization", normalization)
     )  # fmt: skip
     ours = cli.model.model.state_dict()
-    our_losses = _logged(tmp_path / "ours")
+    our_losses = logged(tmp_path / "ours")
 
     reference = load_causal_lm(str(tiny_model_dir), attn_implementation="eager", dtype=torch.float32)
     args = TrainingArguments(
@@ -178,7 +136,7 @@ def test_dropout_is_off_everywhere_in_training_mode(tiny_model_dir):
 
 @pytest.mark.timeout(600)
 def test_fit_killed_mid_epoch_resumes_with_identical_losses(tiny_model_dir, tmp_path):
-    data = _write_sft(tmp_path / "sft.jsonl", 80)
+    data = write_sft(tmp_path / "sft.jsonl", 80)
     overlay = tmp_path / "resume.yaml"
     marker = tmp_path / "paused"
     checkpoint = {
@@ -189,14 +147,14 @@ def test_fit_killed_mid_epoch_resumes_with_identical_losses(tiny_model_dir, tmp_
     common = ["--data.max_length", "128", "--data.batch_size", "2", "--trainer.max_steps", "12",
               "--trainer.accumulate_grad_batches", "2"]  # fmt: skip
     overlay.write_text(json.dumps({"trainer": {"callbacks": [checkpoint]}}), encoding="utf-8")
-    run_lightning_cli(_fit_args(tiny_model_dir, data, tmp_path / "full", *common, "--config", str(overlay)))
-    uninterrupted = _logged(tmp_path / "full")
+    run_lightning_cli(fit_args(tiny_model_dir, data, tmp_path / "full", *common, "--config", str(overlay)))
+    uninterrupted = logged(tmp_path / "full")
     assert len(uninterrupted) == 12
 
     killed = tmp_path / "killed"
     overlay.write_text(json.dumps({"trainer": {"callbacks": [checkpoint, pause]}}), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    args = _fit_args(tiny_model_dir, data, killed, *common, "--config", str(overlay))
+    args = fit_args(tiny_model_dir, data, killed, *common, "--config", str(overlay))
     process = subprocess.Popen([sys.executable, "-m", "lightning_selfalign", *args], env=env, cwd=REPO)
     deadline = time.monotonic() + 400
     while not marker.exists():
@@ -205,16 +163,16 @@ def test_fit_killed_mid_epoch_resumes_with_identical_losses(tiny_model_dir, tmp_
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    before = _logged(killed)
+    before = logged(killed)
     last = next(killed.rglob("last.ckpt"))
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6
 
     overlay.write_text(json.dumps({"trainer": {"callbacks": [checkpoint]}}), encoding="utf-8")
     # `--ckpt_path last` as a user would type it: the resumed run gets a new log version folder, so this
     # also checks that "last" is found across versions.
-    run_lightning_cli(_fit_args(tiny_model_dir, data, killed, *common, "--config", str(overlay),
+    run_lightning_cli(fit_args(tiny_model_dir, data, killed, *common, "--config", str(overlay),
                                 "--ckpt_path", "last"))  # fmt: skip
-    resumed = _logged(killed)[len(before) :]
+    resumed = logged(killed)[len(before) :]
     assert resumed == pytest.approx(uninterrupted[6:], rel=1e-6, abs=1e-7)
 
 
@@ -224,10 +182,10 @@ def test_export_round_trip_logits_and_chat_template(tiny_model_dir, tmp_path):
 
     from lightning_selfalign.export import export_checkpoint
 
-    data = _write_sft(tmp_path / "sft.jsonl", 16)
+    data = write_sft(tmp_path / "sft.jsonl", 16)
     with_validation = ["--data.val_fraction", "0.25", "--trainer.limit_val_batches", "1.0",
                        "--trainer.val_check_interval", "2"]  # fmt: skip
-    cli = run_lightning_cli(_fit_args(tiny_model_dir, data, tmp_path / "run", "--trainer.max_steps", "2",
+    cli = run_lightning_cli(fit_args(tiny_model_dir, data, tmp_path / "run", "--trainer.max_steps", "2",
                                       "--data.max_length", "128", *with_validation))  # fmt: skip
     checkpoint = next((tmp_path / "run").rglob("last.ckpt"))
     folder = export_checkpoint(checkpoint, tmp_path / "export")
