@@ -150,3 +150,26 @@ def test_humaneval_asserts_all_counted():
         tests = problem["test"] + f"\ncheck({problem['entry_point']})\n"
         checks, ended = counted(code, tests)
         assert checks > 0 and ended == "ok", problem["task_id"]
+
+
+def test_the_helpers_cache_of_counted_tests_is_keyed_by_source_and_future_flags_and_bounded(monkeypatch):
+    """The helper reuses the counted tests of earlier samples with the same tests (supervision.instrument): the same
+    counts as compiling them afresh, a separate entry when the code's ``__future__`` flags differ, and bounded."""
+    import importlib
+
+    supervision = importlib.import_module("lightning_selfalign.sandbox.supervision")
+    monkeypatch.setattr(supervision, "harness", harness)
+    monkeypatch.setattr(supervision, "_TESTS", {})
+    monkeypatch.setattr(supervision, "_cached_chars", [0])
+    tests = "def check(f):\n    assert f(1) == 2\n    assert f(2) == 3\ncheck(f)"
+    first = supervision.instrument("def f(x):\n    return x + 1", tests, "main.py", (None, None))
+    again = supervision.instrument("def f(x):\n    return x + 2", tests, "main.py", (None, None))
+    assert again[1] is first[1] and run(first) == (2, "ok") and run(again) == (0, "AssertionError")
+    future = "from __future__ import annotations\nf = lambda x: x + 1"
+    annotated = supervision.instrument(future, tests, "main.py", (None, None))
+    assert annotated[1] is not first[1] and run(annotated) == (2, "ok") and len(supervision._TESTS) == 2
+    monkeypatch.setattr(supervision, "TESTS_CACHE_CHARS", 3 * len(tests))  # room for two of the five below
+    for index in range(5):
+        supervision.instrument("def f(x):\n    return x + 1", tests + f"\nx = {index}", "main.py", (None, None))
+    assert len(supervision._TESTS) == 2
+    assert supervision._cached_chars[0] == sum(len(source) for source, _ in supervision._TESTS)

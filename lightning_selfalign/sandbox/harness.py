@@ -71,14 +71,19 @@ def compile_code(code: str, filename: str = FILENAME, tree: object = None) -> ty
         raise SyntaxError(f"the code does not compile on its own: {exc.msg} (line {exc.lineno})") from None
 
 
-def compile_tests(tree: object, code: types.CodeType) -> types.CodeType:
-    """The tests' syntax tree (from ``ast.parse``), counted, compiled under the ``__future__`` features the code
-    turned on (``from __future__ import annotations`` applies to the whole module it heads)."""
+def future_flags(code: types.CodeType) -> int:
+    """The ``__future__`` features the code turned on: they apply to the tests too (``from __future__ import
+    annotations`` applies to the whole module it heads)."""
     import __future__
 
-    features = sum(getattr(__future__, name).compiler_flag for name in __future__.all_feature_names)
+    return code.co_flags & sum(getattr(__future__, name).compiler_flag for name in __future__.all_feature_names)
+
+
+def compile_tests(tree: object, code: types.CodeType) -> types.CodeType:
+    """The tests' syntax tree (from ``ast.parse``), counted, compiled under the ``__future__`` features the code
+    turned on; depends on nothing else of the code."""
     tree.body = _counted(tree.body)
-    return compile(tree, TESTS_FILENAME, "exec", flags=code.co_flags & features, dont_inherit=True)
+    return compile(tree, TESTS_FILENAME, "exec", flags=future_flags(code), dont_inherit=True)
 
 
 def instrument(

@@ -3,9 +3,9 @@
 Loaded by ``helper.py`` (by path, standard library only, like ``harness.py``) after it has made the forker, so none
 of this is in the forker's memory, which every sample fork copies. ``serve_requests`` reads one JSON request per line
 on stdin and writes one JSON verdict per line on stdout, in order. Per request: compile the instrumented program here
-(small ones; large ones compile in the child under the clock), send it with the two pipe fds to the forker, drain the
-output, enforce the wall clock from outside with SIGKILL (through a pidfd), wipe the scratch dirs, and turn the
-harness report or the exit status into a verdict.
+(small ones, the counted tests reused across samples that share them; large ones compile in the child under the
+clock), send it with the two pipe fds to the forker, drain the output, enforce the wall clock from outside with SIGKILL
+(through a pidfd), wipe the scratch dirs, and turn the harness report or the exit status into a verdict.
 """
 
 import _signal
@@ -44,6 +44,14 @@ _IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import\b|import[ \
 
 
 _RLIMITS: dict = {}
+# Counted, compiled tests by (source, the code's __future__ flags), least recently used first: the samples of one task
+# share its tests (pass@k, EvalPlus's suites), and parsing and rewriting them took ~0.35 ms, a third of the helper's
+# CPU per HumanEval sample. Nothing of a sample is in them (they depend on those two only; code objects are
+# immutable). Bounded by source size (they hold ~5 bytes per character: ~10 MB at the bound), as this memory counts in
+# the cgroup the samples share with us; HumanEval's tests are 87 K characters in all.
+_TESTS: dict = {}
+TESTS_CACHE_CHARS = 2 << 20
+_cached_chars = [0]
 
 
 def rlimit_pairs(limits: dict) -> tuple:
@@ -62,6 +70,24 @@ def rlimit_pairs(limits: dict) -> tuple:
         )
         _RLIMITS[key] = tuple((which, (value, value)) for which, value in caps)
     return _RLIMITS[key]
+
+
+def instrument(code: str, tests: str, path: str, trees: tuple) -> tuple:
+    """``harness.instrument``, the counted tests taken from the cache (``_TESTS``) or added to it."""
+    module = harness.compile_code(code, path, trees[0])
+    key = (tests, harness.future_flags(module))
+    counted = _TESTS.pop(key, None)  # put back as the most recently used, below
+    if counted is None:
+        import ast  # here, not at the top: the forker is smaller without it
+
+        counted = harness.compile_tests(trees[1] or ast.parse(tests, harness.TESTS_FILENAME), module)
+        _cached_chars[0] += len(tests)
+        while _TESTS and _cached_chars[0] > TESTS_CACHE_CHARS:
+            oldest = next(iter(_TESTS))
+            del _TESTS[oldest]
+            _cached_chars[0] -= len(oldest[0])
+    _TESTS[key] = counted
+    return module, counted
 
 
 def new_imports(code: str, tests: str, imported: set[str]) -> list[str]:
@@ -281,7 +307,7 @@ def execute_request(request: dict, config: dict) -> dict:
         # Compiled here, where memory is already private: in the child every touched page would be copied.
         # Larger sources compile in the child, under the wall clock, so none can stall the helper.
         try:
-            job["program"] = harness.instrument(code, tests, path, trees)
+            job["program"] = instrument(code, tests, path, trees)
         except (SyntaxError, ValueError, MemoryError, RecursionError) as exc:
             return _response("error", harness.describe(exc), 0, started, cpu_started, b"", scratch=scratch)
     else:
