@@ -228,19 +228,23 @@ def test_evaluation_sampling_and_engine_choice_fields_are_described():
 
 
 def test_settings_json_from_before_request_timeout_loads_and_resumes(tmp_path):
+    from lightning_selfalign.errors import UserError
     from lightning_selfalign.rounds.command import refuse_changed_settings
     from lightning_selfalign.rounds.settings import load_settings, save_settings
 
     settings = RoundSettings(model="m", train_config=TRAIN_CONFIG)
     path = save_settings(tmp_path, settings)
     saved = json.loads(path.read_text())
-    for name in ("request_timeout", "max_retries"):
+    for name in ("request_timeout", "max_retries", "task_writer"):
         del saved["generation"][name]
     del saved["round_timeout_h"]
     path.write_text(json.dumps(saved))
     assert load_settings(tmp_path).generation == settings.generation
     assert load_settings(tmp_path).round_timeout_h == 72.0
     refuse_changed_settings(tmp_path, settings)  # an older run resumes with the new fields at their defaults
+    settings.generation.task_writer = "base"  # what an older run did not do: refused
+    with pytest.raises(UserError, match=r"generation.task_writer: None -> 'base'"):
+        refuse_changed_settings(tmp_path, settings)
 
 
 def test_handoff_and_round_timeout_reach_settings_json_and_the_callback(tmp_path, monkeypatch, capsys):

@@ -15,6 +15,7 @@ import sys
 import sysconfig
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,36 @@ def test_a_round_that_curates_nothing_is_recorded_and_falls_back(tmp_path):
                                         "executed": 0, "curated": 0}  # fmt: skip
     assert any("curation kept 0 rows" in str(w.message) for w in caught)
     assert train_files_for(state, 0) is None, "no round data yet: the training config's own files"
+
+
+@pytest.mark.timeout(120)
+def test_the_base_model_can_write_every_rounds_tasks(tmp_path):
+    """--generation.task_writer base: the base model writes a later round's concepts and instructions, the round's
+    generator its responses, one served at a time (each switch through the reload command), and state.json says
+    which wrote what."""
+    server, served = scripted(), tmp_path / "served"
+    base, latest = tmp_path / "base", tmp_path / "round-0-model"
+    base.mkdir(), latest.mkdir()
+    try:
+        settings = RoundSettings(
+            model=str(base), train_config=str(REPO / "configs" / "tiny-cpu.yaml"),
+            seeds=SeedOptions(source=[str(STDLIB / "textwrap.py")], per_round=3,
+                              filters=SeedFilters(decontaminate=False, type_check=False), workers=1),
+            generation=GenerationOptions(engine="openai", base_url=server.url, served_model="scripted", n=1,
+                                         num_fewshot=1, task_writer="base", reload_wait=False,
+                                         reload_command=f"echo {{model_dir}} >> {served}"),
+            progress=False,
+        )  # fmt: skip
+        assert settings.problems() == []
+        run_data_round(1, str(latest), tmp_path / "run", settings)
+    finally:
+        server.stop()
+    assert served.read_text().split() == [str(base), str(latest)], "the base for the tasks, then the round's model"
+    facts = RoundState(tmp_path / "run").round(1)
+    assert facts["counts"]["instructions"] > 0 and facts["counts"]["responses"] > 0
+    assert (facts["task_writer"], facts["generator"]) == (str(base), str(latest))
+    unserved = replace(settings, generation=replace(settings.generation, reload_command=None))
+    assert any("task_writer base with --generation.engine openai needs" in p for p in unserved.problems())
 
 
 def test_rollback_picks_the_best_kept_model(tmp_path):

@@ -72,7 +72,8 @@ def self_align_command(
             --seeds.per_round (consecutive slices of the pool; default all seeds every round).
         generation: --generation.engine hf|vllm|openai, --generation.n (responses per instruction), sampling,
             --generation.max_new_tokens_{concepts,instructions,responses}; with openai, --generation.base_url and
-            --generation.served_model; --generation.reload_command makes the server serve each round's model/.
+            --generation.served_model; --generation.reload_command makes the server serve each round's model/;
+            --generation.task_writer base keeps the base model writing every round's concepts and instructions.
         execution: sandbox limits: --execution.timeout, --execution.memory, --execution.workers, --execution.isolation.
         curation: curation options (selfalign curate's flags), e.g. --curation.select most_tests.
         preset: the published pipeline for both generation and curation (sets --generation.preset and
@@ -165,6 +166,10 @@ OPERATIONAL = ("generation.reload_command", "generation.reload_timeout", "genera
                "execution.ray_address")  # fmt: skip
 
 
+# Settings added after workdirs were started without them, with the value such a workdir ran with.
+ADDED_LATER = {"generation.task_writer": "round"}
+
+
 def refuse_changed_settings(workdir: Path, settings: RoundSettings) -> None:
     """A rerun whose settings differ from the ones its workdir was started with is an error naming the difference."""
     saved_path = workdir / "settings.json"
@@ -174,7 +179,7 @@ def refuse_changed_settings(workdir: Path, settings: RoundSettings) -> None:
     given = json.loads(json.dumps(asdict(settings), default=list))
     changes = [f"{name}: {before!r} -> {after!r}" for key in MEANING
                for name, before, after in _differences(key, saved.get(key), given.get(key))
-               if name not in OPERATIONAL]  # fmt: skip
+               if name not in OPERATIONAL and not (before is None and ADDED_LATER.get(name) == after)]  # fmt: skip
     if changes:
         raise UserError(f"{workdir} was started with other settings ({'; '.join(changes[:4])}); use a new --workdir, "
                         "or --force to continue it with these")  # fmt: skip

@@ -52,18 +52,32 @@ def write_shard(
     if RoundState(workdir).reached(round, "executed"):
         return  # the shards are merged already
     state, paths = shard_state(workdir, round, shard), RoundPaths(workdir, round, shard)
+    writer_dir = task_writer_for(model_dir, settings)
     engine = round_engine(model_dir, settings.generation)
+    writer = engine if writer_dir == model_dir else round_engine(writer_dir, settings.generation)
+
+    def respond() -> int:
+        if writer is not engine:
+            writer.close()  # one model in memory at a time
+        return generate("responses", paths.instructions, paths.responses, engine, round, settings)
+
     steps = {
         "seeds": lambda: write_round_seeds(round, paths.seeds, workdir, settings.seeds, shard),
-        "concepts": lambda: generate("concepts", paths.seeds, paths.concepts, engine, round, settings),
-        "instructions": lambda: generate("instructions", paths.concepts, paths.instructions, engine, round, settings),
-        "responses": lambda: generate("responses", paths.instructions, paths.responses, engine, round, settings),
+        "concepts": lambda: generate("concepts", paths.seeds, paths.concepts, writer, round, settings),
+        "instructions": lambda: generate("instructions", paths.concepts, paths.instructions, writer, round, settings),
+        "responses": respond,
         "executed": lambda: execute_round(paths, settings),
     }
     try:
-        run_stages(state, round, steps, model_dir)
+        run_stages(state, round, steps, model_dir, writer_dir)
     finally:
+        writer.close()
         engine.close()
+
+
+def task_writer_for(model_dir: str, settings: RoundSettings) -> str:
+    """The model that writes the round's concepts and instructions (``--generation.task_writer``)."""
+    return settings.model if settings.generation.task_writer == "base" else model_dir
 
 
 def finish_data_round(
@@ -92,12 +106,16 @@ def finish_data_round(
     return paths.sft
 
 
-def run_stages(state: RoundState, round: int, steps: dict[str, Callable[[], int]], generator: str) -> None:
-    """Run each step whose stage ``state`` has not reached, recording its row count and the stage."""
+def run_stages(
+    state: RoundState, round: int, steps: dict[str, Callable[[], int]], generator: str, task_writer: str | None = None
+) -> None:
+    """Run each step whose stage ``state`` has not reached, recording its row count and the stage, and with the
+    concepts and instructions the model that wrote them (``task_writer``, the generator unless given)."""
     for stage, make in steps.items():
         if not state.reached(round, stage):
             state.count(round, stage, make())
-            state.record(round, stage, generator=generator)
+            written_by = {"task_writer": task_writer or generator} if stage in ("concepts", "instructions") else {}
+            state.record(round, stage, generator=generator, **written_by)
 
 
 def rows_of(path: Path) -> list[dict[str, Any]]:

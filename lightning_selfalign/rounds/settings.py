@@ -63,12 +63,18 @@ class GenerationOptions(EngineChoice, SamplingOptions):
         reload_timeout: openai: seconds the reload command and the wait for the server to report the model may take.
         reload_wait: openai: after the reload command, wait until /v1/models lists the folder as a model's root or
             id (vllm serve, SGLang and selfalign serve do); false: trust the command to return once it serves.
+        task_writer: which model writes a round's concepts and instructions: ``round`` (the round's generator, which
+            also writes the responses: the reference's one model) or ``base`` (the base model in every round, so that
+            fine-tuning on instruction -> response rows, which teach nothing of those two stages, cannot erode them;
+            measured in BENCHMARKS.md, the code world's eighth session). With openai it needs
+            --generation.reload_command, which then switches the server between the two.
     """
 
     served_model: str | None = None
     reload_command: str | None = None
     reload_timeout: float = 1800.0
     reload_wait: bool = True
+    task_writer: Literal["round", "base"] = "round"
 
     def engine_model(self, model_dir: str) -> str | None:
         """The model name requests carry: the served model's with the openai engine, else the folder itself."""
@@ -119,6 +125,12 @@ class RoundSettings:
         if self.generation.reload_command is not None and self.generation.engine != "openai":
             found.append("--generation.reload_command reloads an OpenAI-compatible server: it needs --generation."
                          "engine openai (the hf and vllm engines load each round's model themselves)")  # fmt: skip
+        g = self.generation
+        if g.task_writer not in ("round", "base"):
+            found.append(f"--generation.task_writer must be round or base, got {g.task_writer!r}")
+        elif g.task_writer == "base" and g.engine == "openai" and not g.reload_command:
+            found.append("--generation.task_writer base with --generation.engine openai needs --generation."
+                         "reload_command: without it the server's weights would write every stage")  # fmt: skip
         if self.generation.reload_timeout <= 0:
             found.append(f"--generation.reload_timeout must be > 0 seconds, got {self.generation.reload_timeout}")
         if self.rollback and not self.evaluate:
