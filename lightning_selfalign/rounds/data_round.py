@@ -96,7 +96,7 @@ def finish_data_round(
     merges = {stage: functools.partial(merge_stage, stage, workdir, round, shards) for stage in PARENT}
     steps = {"seeds": lambda: write_round_seeds(round, paths.seeds, workdir, settings.seeds), **merges,
              "curated": lambda: curate_round(paths, settings)}  # fmt: skip
-    run_stages(state, round, steps, model_dir)
+    run_stages(state, round, steps, model_dir, task_writer_for(model_dir, settings))
     counts = state.round(round)["counts"]
     if counts["curated"] == 0:
         warnings.warn(
