@@ -71,7 +71,8 @@ def write_shard(
     try:
         run_stages(state, round, steps, model_dir, writer_dir)
     finally:
-        writer.close()
+        if writer is not engine:
+            writer.close()
         engine.close()
 
 
@@ -107,14 +108,14 @@ def finish_data_round(
 
 
 def run_stages(
-    state: RoundState, round: int, steps: dict[str, Callable[[], int]], generator: str, task_writer: str | None = None
+    state: RoundState, round: int, steps: dict[str, Callable[[], int]], generator: str, task_writer: str
 ) -> None:
     """Run each step whose stage ``state`` has not reached, recording its row count and the stage, and with the
-    concepts and instructions the model that wrote them (``task_writer``, the generator unless given)."""
+    concepts and instructions the model that wrote them (``task_writer``)."""
     for stage, make in steps.items():
         if not state.reached(round, stage):
             state.count(round, stage, make())
-            written_by = {"task_writer": task_writer or generator} if stage in ("concepts", "instructions") else {}
+            written_by = {"task_writer": task_writer} if stage in ("concepts", "instructions") else {}
             state.record(round, stage, generator=generator, **written_by)
 
 
