@@ -170,6 +170,7 @@ def test_oracle_reads_every_description_back_and_judges_code_in_the_sandbox(worl
     for task, _ in world.benchmark + world.seed_pool[:200] + world.corpus[:200]:
         parsed = parse_description(stated_description(task.prompt()))
         assert parsed is not None and parsed.key == task.key, task.name
+    assert parse_description("Given an integer, add step, then negate it.") is None  # a model's word for a number
     task = world.seed_pool[0][0]
     instruction = f"Write a Python function `{task.signature()}`. {task.description()}"
     wrong = task.code().replace("return ", "return 1 + len(str(") + "))"

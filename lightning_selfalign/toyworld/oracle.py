@@ -26,7 +26,8 @@ CHECKED_INPUTS = 12
 
 def _phrase_pattern(op: Op) -> re.Pattern:
     pattern = re.escape(op.phrase)
-    for constant in ("k", "c", "a", "b"):
+    pattern = pattern.replace(re.escape("{k}"), "(?P<k>-?\\d+)")  # k is an integer; c, a, b are words
+    for constant in ("c", "a", "b"):
         pattern = pattern.replace(re.escape("{" + constant + "}"), f"(?P<{constant}>-?\\w+)")
     return re.compile(pattern + "$")
 
