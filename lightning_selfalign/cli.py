@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "seeds": ("lightning_selfalign.seeds:mine_seeds_command", "mine seed functions from a code corpus"),
     "generate": ("lightning_selfalign.stages:generate_command", "one stage: concepts|instructions|responses"),
     "execute": ("lightning_selfalign.sandbox.batch:execute_command", "execution filter: run code + tests sandboxed"),
+    "peer-check": ("lightning_selfalign.sandbox.peers:peer_check_command", "passing code vs its siblings' tests"),
     "curate": ("lightning_selfalign.curation:curate_command", "sanitize, select, dedup, decontaminate"),
     "evaluate": ("lightning_selfalign.evaluation:evaluate_command", "HumanEval(+)/MBPP(+) pass@k"),
     "self-align": ("lightning_selfalign.rounds:self_align_command", "the whole multi-round loop"),

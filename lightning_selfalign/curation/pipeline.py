@@ -26,15 +26,25 @@ from tqdm import tqdm
 from lightning_selfalign.curation import sanitize
 from lightning_selfalign.decontamination import Decontaminator, parse_benchmark_file
 from lightning_selfalign.dedup import MinHasher, exact_duplicate_of, near_duplicate_of
+from lightning_selfalign.errors import UserError
 from lightning_selfalign.presets import PRESETS, curation_preset
 from lightning_selfalign.prompts.formats import starcoder2_sections
 from lightning_selfalign.records import VERDICT_PASS
 
 # Provenance copied from the executed row to the SFT row when present.
-LINEAGE_FIELDS = ("fingerprint", "source", "category", "difficulty", "sample_index", "tests_run")
+LINEAGE_FIELDS = (
+    "fingerprint",
+    "source",
+    "category",
+    "difficulty",
+    "sample_index",
+    "tests_run",
+    "peer_tests",
+    "peer_passes",
+)
 # What the steps after selection read; everything else is let go early to bound memory.
 _WORKING_FIELDS = ("id", "parent_id", "round", "instruction", "response", "code", "tests", *LINEAGE_FIELDS)
-SELECT_RULES = ("most_tests", "random")
+SELECT_RULES = ("most_tests", "random", "peer_agreement")
 
 
 @dataclass
@@ -60,7 +70,10 @@ class CurationConfig:
         drop_incomplete: drop responses with TODO / FIXME / "your code here".
         drop_truncated: drop responses cut by the length limit (finish_reason "length").
         select: which passing response to keep per instruction: most_tests (most checks run, then
-            shortest code, then id) or random (seeded, order-independent).
+            shortest code, then id), random (seeded, order-independent) or peer_agreement (the code that passed
+            the most sibling responses' tests, then seeded random; needs rows from selfalign peer-check).
+        min_peer_passes: drop rows whose code passed fewer than this many sibling responses' test sets
+            (peer_passes, written by selfalign peer-check and by self-align --peer_tests); 0 keeps all.
         seed: seed for --select random and --assert_probability.
         exact_dedup: drop rows whose dedup field repeats an earlier row's after normalisation.
         function_name_dedup: drop rows whose code defines the same set of function and class names as an
@@ -92,6 +105,7 @@ class CurationConfig:
     drop_incomplete: bool = True
     drop_truncated: bool = True
     select: str | None = None
+    min_peer_passes: int = 0
     seed: int | None = None
     exact_dedup: bool = True
     function_name_dedup: bool | None = None
@@ -120,6 +134,8 @@ class CurationConfig:
         found = []
         if config.select not in SELECT_RULES:
             found.append(f"--select must be one of {', '.join(SELECT_RULES)}, got {config.select!r}")
+        if self.min_peer_passes < 0:
+            found.append(f"--min_peer_passes must be >= 0, got {self.min_peer_passes}")
         for flag, value in (
             ("--assert_probability", config.assert_probability),
             ("--drop_reasoning", config.drop_reasoning),
@@ -201,17 +217,31 @@ def _stable_unit(*parts: Any) -> int:
 
 
 def _rank(row: dict[str, Any], rule: str, seed: int) -> tuple:
-    """Lower ranks win. most_tests: most checks run, then shortest solution, then id; random: seeded hash of id."""
+    """Lower ranks win. most_tests: most checks run, then shortest solution, then id; random: seeded hash of id;
+    peer_agreement: most sibling test sets passed, then seeded hash of id."""
     if rule == "random":
         return (_stable_unit(seed, row.get("id")),)
+    if rule == "peer_agreement":
+        return (-_peer_passes(row), _stable_unit(seed, row.get("id")))
     tests_run = row.get("tests_run")
     solution = row.get("code") or row.get("response") or ""
     return (-(tests_run if isinstance(tests_run, int) else 0), len(solution), str(row.get("id")))
 
 
+def _peer_passes(row: dict[str, Any]) -> int:
+    if "peer_passes" not in row:
+        raise UserError(
+            f"row {row.get('id')!r} has no peer_passes: --select peer_agreement and --min_peer_passes read rows "
+            "written by selfalign peer-check (or self-align with --peer_tests true)"
+        )
+    return int(row["peer_passes"])
+
+
 def _filter_reason(row: dict[str, Any], config: CurationConfig) -> str | None:
     if config.require_pass and row.get("verdict") != VERDICT_PASS:
         return f"verdict:{row.get('verdict')}"
+    if config.min_peer_passes and _peer_passes(row) < config.min_peer_passes:
+        return f"peer_passes<{config.min_peer_passes}"
     if config.drop_truncated and row.get("finish_reason") == "length":
         return "truncated"
     if not str(row.get("response", "")).strip():

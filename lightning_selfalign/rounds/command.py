@@ -41,6 +41,7 @@ def self_align_command(
     curation: CurationConfig | None = None,
     preset: Literal["starcoder2-instruct", "selfcodealign"] | None = None,
     execution_filter: bool = True,
+    peer_tests: bool = False,
     evaluate: bool = True,
     benchmark_file: str | None = None,
     eval_limit: int | None = None,
@@ -80,6 +81,9 @@ def self_align_command(
             --curation.preset): starcoder2-instruct (their default) or selfcodealign. See docs/fidelity.md.
         execution_filter: train only on responses that passed their own tests in the sandbox; false is the
             SelfCodeAlign ablation (every parsed response is kept; execution still runs, so verdicts are reported).
+        peer_tests: before curation, run each passing response's code against its sibling responses' tests (as
+            selfalign peer-check), so --curation.min_peer_passes and --curation.select peer_agreement can use
+            the counts; beyond both references, off by default.
         evaluate: evaluate the base model (completion mode) and each round's model (pass@1, greedy).
         benchmark_file: evaluate on this HumanEval-format JSONL instead of HumanEval (e.g. the code world's
             benchmark.jsonl from selfalign toyworld).
@@ -106,9 +110,9 @@ def self_align_command(
         model=model, train_config=train_config, rounds=rounds, epochs_per_round=epochs_per_round,
         train_args=list(train_args or []), seeds=seeds or SeedOptions(), generation=generation or GenerationOptions(),
         execution=execution or ExecutionOptions(), curation=curation or CurationConfig(),
-        execution_filter=execution_filter, evaluate=evaluate, benchmark_file=benchmark_file, eval_limit=eval_limit,
-        eval_max_new_tokens=eval_max_new_tokens, eval_chat=eval_chat, eval_base_chat=eval_base_chat,
-        rollback=rollback, progress=progress, handoff=handoff, handoff_dir=handoff_dir,
+        execution_filter=execution_filter, peer_tests=peer_tests, evaluate=evaluate, benchmark_file=benchmark_file,
+        eval_limit=eval_limit, eval_max_new_tokens=eval_max_new_tokens, eval_chat=eval_chat,
+        eval_base_chat=eval_base_chat, rollback=rollback, progress=progress, handoff=handoff, handoff_dir=handoff_dir,
         round_timeout_h=round_timeout_h,
     )  # fmt: skip
     if preset is not None:
@@ -158,8 +162,8 @@ def complete_previous_round(round: int, workdir: Path, settings: RoundSettings) 
 
 # Settings a workdir's data depends on; `rounds` (to extend a run) and `progress` may change on a rerun.
 MEANING = ("model", "train_config", "train_args", "epochs_per_round", "seeds", "generation", "execution", "curation",
-           "execution_filter", "evaluate", "benchmark_file", "eval_limit", "eval_max_new_tokens", "eval_chat",
-           "eval_base_chat", "rollback")  # fmt: skip
+           "execution_filter", "peer_tests", "evaluate", "benchmark_file", "eval_limit", "eval_max_new_tokens",
+           "eval_chat", "eval_base_chat", "rollback")  # fmt: skip
 # Parts of those that change how the work is done, not what it makes (and are absent from older settings.json).
 OPERATIONAL = ("generation.reload_command", "generation.reload_timeout", "generation.reload_wait",
                "generation.request_timeout", "generation.max_retries", "execution.executor",
@@ -167,7 +171,7 @@ OPERATIONAL = ("generation.reload_command", "generation.reload_timeout", "genera
 
 
 # Settings added after workdirs were started without them, with the value such a workdir ran with.
-ADDED_LATER = {"generation.task_writer": "round"}
+ADDED_LATER = {"generation.task_writer": "round", "peer_tests": False, "curation.min_peer_passes": 0}
 
 
 def refuse_changed_settings(workdir: Path, settings: RoundSettings) -> None:

@@ -190,8 +190,17 @@ def execute_round(paths: RoundPaths, settings: RoundSettings) -> int:
 
 
 def curate_round(paths: RoundPaths, settings: RoundSettings) -> int:
+    """Curate the round's executed rows; with ``--peer_tests``, first check passing code against its siblings'
+    tests (into ``peers.jsonl``, resumable) and curate those rows."""
     from lightning_selfalign.curation import curate_file
 
+    executed = paths.executed
+    if settings.peer_tests:
+        from lightning_selfalign.sandbox.peers import peer_check_file
+
+        e = settings.execution
+        peer_check_file(executed, paths.peers, e.limits(), e.workers, e.isolation, e.allow_unsafe, settings.progress)
+        executed = paths.peers
     # The ablation arm keeps every parsed response, passing or not; the sandbox still ran, so its verdicts are known.
     config = replace(settings.curation, require_pass=settings.curation.require_pass and settings.execution_filter)
-    return curate_file(str(paths.executed), paths.sft, config, allow_empty=True)["rows_out"]
+    return curate_file(str(executed), paths.sft, config, allow_empty=True)["rows_out"]

@@ -95,6 +95,7 @@ class RoundSettings:
     execution: ExecutionOptions = field(default_factory=ExecutionOptions)
     curation: CurationConfig = field(default_factory=CurationConfig)
     execution_filter: bool = True
+    peer_tests: bool = False
     evaluate: bool = True
     benchmark_file: str | None = None
     eval_limit: int | None = None
@@ -140,6 +141,9 @@ class RoundSettings:
         if self.eval_limit is not None and self.eval_limit < 1:
             found.append(f"--eval_limit must be >= 1, got {self.eval_limit}")
         found += self.execution.problems("--execution.")
+        if (self.curation.min_peer_passes or self.curation.select == "peer_agreement") and not self.peer_tests:
+            found.append("--curation.min_peer_passes and --curation.select peer_agreement read the peer checks: they "
+                         "need --peer_tests true")  # fmt: skip
         return found + self.generation_problems() + [f"--curation: {p}" for p in self.curation.problems()]
 
     def generation_problems(self) -> list[str]:

@@ -89,8 +89,9 @@ class RoundPaths:
 
     def __getattr__(self, name: str) -> Path:
         files = {"seeds": "seeds.jsonl", "concepts": "concepts.jsonl", "instructions": "instructions.jsonl",
-                 "responses": "responses.jsonl", "executed": "executed.jsonl", "sft": "sft.jsonl",
-                 "model": "model", "checkpoint": "trained.ckpt", "evaluation": "humaneval.json"}  # fmt: skip
+                 "responses": "responses.jsonl", "executed": "executed.jsonl", "peers": "peers.jsonl",
+                 "sft": "sft.jsonl", "model": "model", "checkpoint": "trained.ckpt",
+                 "evaluation": "humaneval.json"}  # fmt: skip
         if name not in files:
             raise AttributeError(name)
         if name in SHARDED and self.shard != (0, 1):
