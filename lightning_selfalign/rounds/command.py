@@ -83,7 +83,8 @@ def self_align_command(
             SelfCodeAlign ablation (every parsed response is kept; execution still runs, so verdicts are reported).
         peer_tests: before curation, run each passing response's code against its sibling responses' tests (as
             selfalign peer-check), so --curation.min_peer_passes and --curation.select peer_agreement can use
-            the counts; beyond both references, off by default.
+            the counts; beyond both references, off by default. It runs in this machine's sandbox, whatever
+            --execution.executor (few responses pass, so it is a small share of the execution stage's runs).
         evaluate: evaluate the base model (completion mode) and each round's model (pass@1, greedy).
         benchmark_file: evaluate on this HumanEval-format JSONL instead of HumanEval (e.g. the code world's
             benchmark.jsonl from selfalign toyworld).
