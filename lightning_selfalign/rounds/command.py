@@ -84,7 +84,7 @@ def self_align_command(
         peer_tests: before curation, run each passing response's code against its sibling responses' tests (as
             selfalign peer-check), so --curation.min_peer_passes and --curation.select peer_agreement can use
             the counts; beyond both references, off by default. It runs in this machine's sandbox, whatever
-            --execution.executor (few responses pass, so it is a small share of the execution stage's runs).
+            --execution.executor (only passing responses are checked).
         evaluate: evaluate the base model (completion mode) and each round's model (pass@1, greedy).
         benchmark_file: evaluate on this HumanEval-format JSONL instead of HumanEval (e.g. the code world's
             benchmark.jsonl from selfalign toyworld).
