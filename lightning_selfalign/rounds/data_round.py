@@ -198,8 +198,7 @@ def curate_round(paths: RoundPaths, settings: RoundSettings) -> int:
     if settings.peer_tests:
         from lightning_selfalign.sandbox.peers import peer_check_file
 
-        e = settings.execution
-        peer_check_file(executed, paths.peers, e.limits(), e.workers, e.isolation, e.allow_unsafe, settings.progress)
+        peer_check_file(executed, paths.peers, settings.execution, settings.progress)
         executed = paths.peers
     # The ablation arm keeps every parsed response, passing or not; the sandbox still ran, so its verdicts are known.
     config = replace(settings.curation, require_pass=settings.curation.require_pass and settings.execution_filter)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from lightning_selfalign.errors import UserError
 from lightning_selfalign.jsonl import JsonlAppender, finished_ids, read_jsonl, refuse_output_among_inputs, write_stats
+from lightning_selfalign.options import ExecutionOptions
 from lightning_selfalign.records import VERDICT_PASS
 from lightning_selfalign.sandbox.pool import SandboxPool
 from lightning_selfalign.sandbox.types import Limits
@@ -63,16 +64,14 @@ def peer_check_rows(
     for number, _, _ in pairs:
         waiting[number] += 1
     counts = [[{"peer_tests": 0, "peer_passes": 0} for _ in group] for group in groups]
-    written, next_group = 0, 0
+    next_group = 0
     with JsonlAppender(output) as out:
 
         def flush_ready() -> None:  # groups in input order, each once all its pairs have answered
-            nonlocal next_group, written
+            nonlocal next_group
             while next_group < len(groups) and waiting[next_group] == 0:
-                for row, peer in zip(groups[next_group], counts[next_group]):
-                    if str(row["id"]) not in done:
-                        out.write({**row, **peer})
-                        written += 1
+                out.write_all({**row, **peer} for row, peer in zip(groups[next_group], counts[next_group])
+                              if str(row["id"]) not in done)  # fmt: skip
                 next_group += 1
 
         def sample(pair: Pair) -> tuple[str, str]:  # row i's code with sibling j's tests
@@ -89,45 +88,41 @@ def peer_check_rows(
             flush_ready()
         flush_ready()
     agreeing = sum(peer["peer_passes"] > 0 for group in counts for peer in group)
-    return {"rows_written": written, "groups": len(groups), "peer_runs": len(pairs), "rows_with_a_peer_pass": agreeing,
+    return {"rows_written": out.written, "groups": len(groups), "peer_runs": len(pairs),
+            "rows_with_a_peer_pass": agreeing,
             "skipped_already_done": len(rows) - sum(len(group) for group in groups)}  # fmt: skip
 
 
 def peer_check_file(
-    input: str | Path, output: str | Path, limits: Limits, workers: int = 2, isolation: str = "auto",
-    allow_unsafe: bool = False, progress: bool = True,
-) -> dict[str, Any]:  # fmt: skip
-    """:func:`peer_check_rows` over an executed JSONL file (``id``, ``code``, ``tests``, ``verdict``); writes the
-    stats beside ``output``."""
+    input: str | Path, output: str | Path, execution: ExecutionOptions, progress: bool = True
+) -> dict[str, Any]:
+    """:func:`peer_check_rows` over an executed JSONL file (``id``, ``code``, ``tests``, ``verdict``) in this machine's
+    sandbox under ``execution``'s limits; writes the stats beside ``output``."""
+    problems = execution.problems()
+    if problems:
+        raise UserError("; ".join(problems))
     refuse_output_among_inputs(input, output)
     rows = list(read_jsonl(input, required=["id", "verdict"], allow_empty=True))
-    with SandboxPool(workers=workers, isolation=isolation, allow_unsafe=allow_unsafe) as pool:
-        stats = peer_check_rows(rows, output, pool, limits, progress)
+    with SandboxPool(execution.workers, execution.isolation, execution.allow_unsafe) as pool:
+        stats = peer_check_rows(rows, output, pool, execution.limits(), progress)
     write_stats(output, stats)
     return stats
 
 
 def peer_check_command(
-    input: str, output: str, timeout: float = 4.0, workers: int = 2, isolation: str = "auto",
-    allow_unsafe: bool = False, policy: bool = True, progress: bool = True,
-) -> dict[str, Any]:  # fmt: skip
+    input: str, output: str, execution: ExecutionOptions | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Run each passing response's code against its sibling responses' tests (same parent_id) and write the rows
     with peer_tests and peer_passes, for curate's --min_peer_passes and --select peer_agreement.
 
     Args:
         input: executed JSONL (selfalign execute's output: id, parent_id, code, tests, verdict).
         output: JSONL to append to; rerunning resumes, skipping instructions already written.
-        timeout: wall-clock seconds per run.
-        workers: sandbox helpers running in parallel.
-        isolation: auto, bwrap, namespaces, or rlimits (unsafe; needs allow_unsafe).
-        allow_unsafe: permit rlimits-only isolation.
-        policy: refuse code or tests that reach for the harness's or the interpreter's internals (as execute).
+        execution: the sandbox's limits, as selfalign execute's flags: --execution.timeout, --execution.memory,
+            --execution.workers, --execution.isolation, --execution.policy (runs on this machine).
         progress: show a progress bar.
     """
-    if timeout <= 0 or workers < 1:
-        raise UserError(f"--timeout must be > 0 and --workers >= 1, got {timeout} and {workers}")
-    stats = peer_check_file(input, output, Limits(timeout_s=timeout, policy=policy), workers, isolation, allow_unsafe,
-                            progress)  # fmt: skip
+    stats = peer_check_file(input, output, execution or ExecutionOptions(), progress)
     print(f"peer-check: {input} -> {output}: {stats['peer_runs']} runs over {stats['groups']} instructions; "
           f"{stats['rows_with_a_peer_pass']} rows passed a sibling's tests")  # fmt: skip
     return stats
