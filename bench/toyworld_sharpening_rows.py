@@ -12,11 +12,10 @@ with the loop's training config measures that ceiling (BENCHMARKS.md, "Eleventh 
     selfalign execute --input pool-responses.jsonl --output pool-executed.jsonl
     python bench/toyworld_sharpening_rows.py select pool-executed.jsonl sharpening.jsonl [--all]
 
-A later round takes the next tasks (``instructions 400 FILE --start 480``) and the last round's model.
-
 then ``selfalign fit`` / ``export`` / ``evaluate`` as in ``bench/toyworld_perfect_rows.py``. ``select`` keeps one right
 response per task (the first by id), or every right one with ``--all``, and prints how the model's own tests
-judged what it kept and what it did not.
+judged what it kept and what it did not. A later round takes the next tasks (``instructions 400 FILE --start 480``)
+and generates with the last round's model.
 """
 
 from __future__ import annotations
