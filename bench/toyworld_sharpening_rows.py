@@ -16,6 +16,18 @@ then ``selfalign fit`` / ``export`` / ``evaluate`` as in ``bench/toyworld_perfec
 response per task (the first by id), or every right one with ``--all``, and prints how the model's own tests
 judged what it kept and what it did not. A later round takes the next tasks (``instructions 400 FILE --start 480``)
 and generates with the last round's model.
+
+The same control without the responses stage (the model writes the body under the given signature and docstring, as
+in the evaluation; BENCHMARKS.md, "Twelfth session"):
+
+    python bench/toyworld_sharpening_rows.py benchmark 240 pool-bench.jsonl
+    selfalign evaluate --model models/toyworld-base --benchmark_file pool-bench.jsonl --chat true --n 6 \\
+        --temperature 0.7 --max_new_tokens 192 --output pool-bench.json
+    python bench/toyworld_sharpening_rows.py select-samples pool-bench.samples.jsonl pool-bench.executions.jsonl \\
+        body-rows.jsonl [--all]
+
+``select-samples`` keeps the samples that pass the task's reference tests and that the oracle finds right, written as
+rows in the response format (the given docstring, the sampled body, no tests).
 """
 
 from __future__ import annotations
@@ -25,10 +37,12 @@ import random
 from collections import Counter, defaultdict
 
 from lightning_selfalign.jsonl import read_jsonl, write_jsonl
+from lightning_selfalign.prompts import Parts, get_format
 from lightning_selfalign.sandbox import SandboxPool
 from lightning_selfalign.toyworld import build_world
-from lightning_selfalign.toyworld.documents import Noise, instruction_text
+from lightning_selfalign.toyworld.documents import PROMPT_FORMAT, REASONING, Noise, instruction_text
 from lightning_selfalign.toyworld.oracle import judge_rows
+from lightning_selfalign.toyworld.tasks import check_source
 
 
 def write_instructions(count: int, output: str, start: int = 0) -> None:
@@ -62,20 +76,65 @@ def select_right(executed: str, output: str, keep_all: bool) -> None:
           f"wrong and pass {own[False, True]}, wrong and fail {own[False, False]}")  # fmt: skip
 
 
+def write_benchmark(count: int, output: str, start: int = 0) -> None:
+    rows = [
+        {"task_id": f"Pool/{index}", "prompt": task.prompt(), "entry_point": task.name,
+         "test": check_source(task, cases)}
+        for index, (task, cases) in enumerate(build_world().seed_pool[start : start + count], start)
+    ]  # fmt: skip
+    write_jsonl(output, rows)
+    print(f"{len(rows)} benchmark rows -> {output}")
+
+
+def select_samples(samples: str, executions: str, output: str, keep_all: bool) -> None:
+    pool_tasks = build_world().seed_pool
+    passed = {row["sample_id"] for row in read_jsonl(executions) if row["verdict"] == "pass"}
+    rng, candidates = random.Random(0), []
+    for sample in read_jsonl(samples):
+        if sample["id"] in passed:
+            task = pool_tasks[int(sample["task_id"].split("/")[1])][0]  # task_id Pool/<seed-pool index>
+            candidates.append({"id": sample["id"], "task_id": sample["task_id"],
+                               "instruction": instruction_text(task, rng, Noise(stub_instruction=0.0)),
+                               "code": task.prompt() + sample["completion"].lstrip("\n")})  # fmt: skip
+    with SandboxPool(workers=2) as pool:
+        right = [row for row, verdict in judge_rows(candidates, pool) if verdict == "right"]
+    by_task = defaultdict(list)
+    for row in right:
+        by_task[row["task_id"]].append(row)
+    kept = [row for rows in by_task.values() for row in (rows if keep_all else [rng.choice(rows)])]
+    layout = get_format(PROMPT_FORMAT)
+    responses = [layout.render_response(Parts(rng.choice(REASONING), row["code"].rstrip(), "", "")) for row in kept]
+    write_jsonl(output, [
+        {"id": row["id"], "instruction": row["instruction"], "response": response.split("\n\nTests:")[0]}
+        for row, response in zip(kept, responses)
+    ])  # fmt: skip
+    print(f"{len(right)} right of {len(candidates)} passing ({len(by_task)} tasks): {len(kept)} rows -> {output}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    instructions = commands.add_parser("instructions", help="the first COUNT seed-pool tasks as instruction rows")
-    instructions.add_argument("count", type=int)
-    instructions.add_argument("output")
-    instructions.add_argument("--start", type=int, default=0, help="the first seed-pool task to take")
+    for name, help_text in (("instructions", "the first COUNT seed-pool tasks as instruction rows"),
+                            ("benchmark", "the first COUNT seed-pool tasks as HumanEval-format rows")):  # fmt: skip
+        tasks = commands.add_parser(name, help=help_text)
+        tasks.add_argument("count", type=int)
+        tasks.add_argument("output")
+        tasks.add_argument("--start", type=int, default=0, help="the first seed-pool task to take")
     select = commands.add_parser("select", help="the right responses of executed rows, by the world's oracle")
     select.add_argument("executed")
-    select.add_argument("output")
-    select.add_argument("--all", action="store_true", help="every right response, not one per task")
+    samples = commands.add_parser("select-samples", help="evaluation samples right by the reference tests and oracle")
+    samples.add_argument("samples")
+    samples.add_argument("executions")
+    for selection in (select, samples):
+        selection.add_argument("output")
+        selection.add_argument("--all", action="store_true", help="every right row, not one per task")
     args = parser.parse_args()
     if args.command == "instructions":
         write_instructions(args.count, args.output, args.start)
+    elif args.command == "benchmark":
+        write_benchmark(args.count, args.output, args.start)
+    elif args.command == "select-samples":
+        select_samples(args.samples, args.executions, args.output, args.all)
     else:
         select_right(args.executed, args.output, args.all)
 
