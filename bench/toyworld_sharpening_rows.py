@@ -22,7 +22,7 @@ in the evaluation; BENCHMARKS.md, "Twelfth session"):
 
     python bench/toyworld_sharpening_rows.py benchmark 240 pool-bench.jsonl
     selfalign evaluate --model models/toyworld-base --benchmark_file pool-bench.jsonl --chat true --n 6 \\
-        --temperature 0.7 --max_new_tokens 192 --output pool-bench.json
+        --temperature 0.7 --top_p 1.0 --max_new_tokens 192 --output pool-bench.json
     python bench/toyworld_sharpening_rows.py select-samples pool-bench.samples.jsonl pool-bench.executions.jsonl \\
         body-rows.jsonl [--all]
 
