@@ -16,7 +16,6 @@ import argparse
 import random
 from pathlib import Path
 
-from lightning_selfalign.toyworld import build_world
 from lightning_selfalign.toyworld.documents import Noise, task_documents
 from lightning_selfalign.toyworld.pretrain import pretrain_model
 from lightning_selfalign.toyworld.tasks import draw_task
@@ -24,13 +23,12 @@ from lightning_selfalign.toyworld.world import CORPUS_LENGTHS, HELD_OUT_LENGTH, 
 
 
 def fresh_documents(tasks: int, long_share: float, seed: int) -> list[str]:
-    world = build_world(0)
-    held_out = {task.key for task, _ in world.seed_pool + world.benchmark}
+    """Documents of ``tasks`` distinct new tasks; ``split_of`` alone keeps out every seed-pool and benchmark task."""
     rng, seen, documents = random.Random(seed), set(), []
     while len(seen) < tasks:
         length = HELD_OUT_LENGTH if rng.random() < long_share else rng.choice(CORPUS_LENGTHS)
         drawn = draw_task(length, rng)
-        if drawn is None or drawn[0].key in seen or drawn[0].key in held_out or split_of(drawn[0]) != "corpus":
+        if drawn is None or drawn[0].key in seen or split_of(drawn[0]) != "corpus":
             continue
         seen.add(drawn[0].key)
         documents += task_documents(drawn[0], drawn[1], rng, Noise())
