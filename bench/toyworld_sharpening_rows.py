@@ -28,6 +28,21 @@ in the evaluation; BENCHMARKS.md, "Twelfth session"):
 
 ``select-samples`` keeps the samples that pass the task's reference tests and that the oracle finds right, written as
 rows in the response format (the given docstring, the sampled body, no tests).
+
+The same at volume, with the unfiltered arm and a held-in score (BENCHMARKS.md, "Thirteenth session"): 240 seed-pool
+tasks that no round of the Quick start mines are held in; the other 960 are sampled six times each:
+
+    python bench/toyworld_sharpening_rows.py held-in 240 held-in.jsonl
+    python bench/toyworld_sharpening_rows.py benchmark 1200 pool-960.jsonl --exclude held-in.jsonl
+    selfalign evaluate --model models/toyworld-base --benchmark_file pool-960.jsonl --chat true --n 6 \\
+        --temperature 0.7 --top_p 1.0 --max_new_tokens 192 --output pool-960.json
+    python bench/toyworld_sharpening_rows.py select-samples pool-960.samples.jsonl pool-960.executions.jsonl \\
+        filtered.jsonl --all
+    python bench/toyworld_sharpening_rows.py select-samples pool-960.samples.jsonl pool-960.executions.jsonl \\
+        unfiltered.jsonl --unfiltered 1099
+
+``--unfiltered N`` draws N samples at random with no filter at all (the ablation's other arm, as many rows as the
+filtered one kept).
 """
 
 from __future__ import annotations
@@ -42,7 +57,10 @@ from lightning_selfalign.sandbox import SandboxPool
 from lightning_selfalign.toyworld import build_world
 from lightning_selfalign.toyworld.documents import PROMPT_FORMAT, REASONING, Noise, instruction_text
 from lightning_selfalign.toyworld.oracle import judge_rows
-from lightning_selfalign.toyworld.tasks import check_source
+from lightning_selfalign.toyworld.tasks import Task, check_source
+
+# Seed-pool functions the Quick start's seeds stage mines over its three rounds (160 a round), whatever the seed.
+MINED = 480
 
 
 def write_instructions(count: int, output: str, start: int = 0) -> None:
@@ -76,14 +94,33 @@ def select_right(executed: str, output: str, keep_all: bool) -> None:
           f"wrong and pass {own[False, True]}, wrong and fail {own[False, False]}")  # fmt: skip
 
 
-def write_benchmark(count: int, output: str, start: int = 0) -> None:
+def write_benchmark(count: int, output: str, start: int = 0, exclude: str | None = None) -> None:
+    """Seed-pool tasks as HumanEval-format rows, skipping the entry points ``exclude`` (a benchmark file) names."""
+    excluded = {row["entry_point"] for row in read_jsonl(exclude)} if exclude else set()
     rows = [
-        {"task_id": f"Pool/{index}", "prompt": task.prompt(), "entry_point": task.name,
-         "test": check_source(task, cases)}
+        benchmark_row(index, task, cases)
         for index, (task, cases) in enumerate(build_world().seed_pool[start : start + count], start)
-    ]  # fmt: skip
+        if task.name not in excluded
+    ]
     write_jsonl(output, rows)
     print(f"{len(rows)} benchmark rows -> {output}")
+
+
+def write_held_in(count: int, output: str) -> None:
+    """The first ``count`` seed-pool tasks that no round of the Quick start mines: its seeds stage takes the first
+    MINED functions of the pool for every generation seed, so these are tasks after them, under another name."""
+    pool = build_world().seed_pool
+    mined = {task.name for task, _ in pool[:MINED]}
+    rows = [benchmark_row(index, task, cases) for index, (task, cases) in enumerate(pool[MINED:], MINED)
+            if task.name not in mined][:count]  # fmt: skip
+    write_jsonl(output, rows)
+    print(f"{len(rows)} held-in rows -> {output}")
+
+
+def benchmark_row(index: int, task: Task, cases: list) -> dict:
+    """Seed-pool task ``index`` in HumanEval format; ``select-samples`` reads the index back from its task_id."""
+    return {"task_id": f"Pool/{index}", "prompt": task.prompt(), "entry_point": task.name,
+            "test": check_source(task, cases)}  # fmt: skip
 
 
 def select_samples(samples: str, executions: str, output: str, keep_all: bool) -> None:
@@ -102,13 +139,29 @@ def select_samples(samples: str, executions: str, output: str, keep_all: bool) -
     for row in right:
         by_task[row["task_id"]].append(row)
     kept = [row for rows in by_task.values() for row in (rows if keep_all else [rng.choice(rows)])]
-    layout = get_format(PROMPT_FORMAT)
-    responses = [layout.render_response(Parts(rng.choice(REASONING), row["code"].rstrip(), "", "")) for row in kept]
-    write_jsonl(output, [
-        {"id": row["id"], "instruction": row["instruction"], "response": response.split("\n\nTests:")[0]}
-        for row, response in zip(kept, responses)
-    ])  # fmt: skip
+    write_jsonl(output, [body_row(row["id"], row["instruction"], row["code"], rng.choice(REASONING)) for row in kept])
     print(f"{len(right)} right of {len(candidates)} passing ({len(by_task)} tasks): {len(kept)} rows -> {output}")
+
+
+def draw_samples(samples: str, count: int, output: str) -> None:
+    """``count`` evaluation samples drawn at random, right or wrong: the unfiltered arm of the same volume."""
+    pool_tasks, rng = build_world().seed_pool, random.Random(0)
+    drawn = list(read_jsonl(samples))
+    rng.shuffle(drawn)
+    rows = []
+    for sample in drawn[:count]:
+        task = pool_tasks[int(sample["task_id"].split("/")[1])][0]
+        reasoning = rng.choice(REASONING)
+        instruction = instruction_text(task, rng, Noise(stub_instruction=0.0))
+        rows.append(body_row(sample["id"], instruction, task.prompt() + sample["completion"].lstrip("\n"), reasoning))
+    write_jsonl(output, rows)
+    print(f"{len(rows)} of {len(drawn)} samples, unfiltered -> {output}")
+
+
+def body_row(row_id: str, instruction: str, code: str, reasoning: str) -> dict:
+    """A training row in the response format: reasoning and the code (given docstring, sampled body), no tests."""
+    response = get_format(PROMPT_FORMAT).render_response(Parts(reasoning, code.rstrip(), "", ""))
+    return {"id": row_id, "instruction": instruction, "response": response.split("\n\nTests:")[0]}
 
 
 def main() -> None:
@@ -120,6 +173,11 @@ def main() -> None:
         tasks.add_argument("count", type=int)
         tasks.add_argument("output")
         tasks.add_argument("--start", type=int, default=0, help="the first seed-pool task to take")
+        if name == "benchmark":
+            tasks.add_argument("--exclude", help="a benchmark file whose entry points to leave out")
+    held_in = commands.add_parser("held-in", help="COUNT seed-pool tasks that no round of the Quick start mines")
+    held_in.add_argument("count", type=int)
+    held_in.add_argument("output")
     select = commands.add_parser("select", help="the right responses of executed rows, by the world's oracle")
     select.add_argument("executed")
     samples = commands.add_parser("select-samples", help="evaluation samples right by the reference tests and oracle")
@@ -128,11 +186,16 @@ def main() -> None:
     for selection in (select, samples):
         selection.add_argument("output")
         selection.add_argument("--all", action="store_true", help="every right row, not one per task")
+    samples.add_argument("--unfiltered", type=int, metavar="N", help="N samples at random, no filter at all")
     args = parser.parse_args()
     if args.command == "instructions":
         write_instructions(args.count, args.output, args.start)
     elif args.command == "benchmark":
-        write_benchmark(args.count, args.output, args.start)
+        write_benchmark(args.count, args.output, args.start, args.exclude)
+    elif args.command == "held-in":
+        write_held_in(args.count, args.output)
+    elif args.command == "select-samples" and args.unfiltered:
+        draw_samples(args.samples, args.unfiltered, args.output)
     elif args.command == "select-samples":
         select_samples(args.samples, args.executions, args.output, args.all)
     else:
