@@ -42,7 +42,8 @@ tasks that no round of the Quick start mines are held in; the other 960 are samp
         unfiltered.jsonl --unfiltered 1099
 
 ``--unfiltered N`` draws N samples at random with no filter at all (the ablation's other arm, as many rows as the
-filtered one kept).
+filtered one kept); ``--tests_only`` keeps what passes the reference tests without asking the oracle (the issue's
+probe's filter). A later round samples the same 960 tasks with the last round's model and fine-tunes it further.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def benchmark_row(index: int, task: Task, cases: list) -> dict:
             "test": check_source(task, cases)}  # fmt: skip
 
 
-def select_samples(samples: str, executions: str, output: str, keep_all: bool) -> None:
+def select_samples(samples: str, executions: str, output: str, keep_all: bool, oracle: bool = True) -> None:
     pool_tasks = build_world().seed_pool
     passed = {row["sample_id"] for row in read_jsonl(executions) if row["verdict"] == "pass"}
     rng, candidates = random.Random(0), []
@@ -133,14 +134,17 @@ def select_samples(samples: str, executions: str, output: str, keep_all: bool) -
             candidates.append({"id": sample["id"], "task_id": sample["task_id"],
                                "instruction": instruction_text(task, rng, Noise(stub_instruction=0.0)),
                                "code": task.prompt() + sample["completion"].lstrip("\n")})  # fmt: skip
-    with SandboxPool(workers=2) as pool:
-        right = [row for row, verdict in judge_rows(candidates, pool) if verdict == "right"]
+    right = candidates
+    if oracle:
+        with SandboxPool(workers=2) as pool:
+            right = [row for row, verdict in judge_rows(candidates, pool) if verdict == "right"]
     by_task = defaultdict(list)
     for row in right:
         by_task[row["task_id"]].append(row)
     kept = [row for rows in by_task.values() for row in (rows if keep_all else [rng.choice(rows)])]
     write_jsonl(output, [body_row(row["id"], row["instruction"], row["code"], rng.choice(REASONING)) for row in kept])
-    print(f"{len(right)} right of {len(candidates)} passing ({len(by_task)} tasks): {len(kept)} rows -> {output}")
+    judged = "right" if oracle else "kept"
+    print(f"{len(right)} {judged} of {len(candidates)} passing ({len(by_task)} tasks): {len(kept)} rows -> {output}")
 
 
 def draw_samples(samples: str, count: int, output: str) -> None:
@@ -187,6 +191,7 @@ def main() -> None:
         selection.add_argument("output")
         selection.add_argument("--all", action="store_true", help="every right row, not one per task")
     samples.add_argument("--unfiltered", type=int, metavar="N", help="N samples at random, no filter at all")
+    samples.add_argument("--tests_only", action="store_true", help="kept when they pass the reference tests alone")
     args = parser.parse_args()
     if args.command == "instructions":
         write_instructions(args.count, args.output, args.start)
@@ -197,7 +202,7 @@ def main() -> None:
     elif args.command == "select-samples" and args.unfiltered:
         draw_samples(args.samples, args.unfiltered, args.output)
     elif args.command == "select-samples":
-        select_samples(args.samples, args.executions, args.output, args.all)
+        select_samples(args.samples, args.executions, args.output, args.all, oracle=not args.tests_only)
     else:
         select_right(args.executed, args.output, args.all)
 
