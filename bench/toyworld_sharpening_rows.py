@@ -43,7 +43,8 @@ tasks that no round of the Quick start mines are held in; the other 960 are samp
 
 ``--unfiltered N`` draws N samples at random with no filter at all (the ablation's other arm, as many rows as the
 filtered one kept); ``--tests_only`` keeps what passes the reference tests without asking the oracle (the issue's
-probe's filter). A later round samples the same 960 tasks with the last round's model and fine-tunes it further.
+probe's filter). A later round samples the same 960 tasks with the last round's model (``--model`` of ``evaluate``)
+and fine-tunes that model further (``--model.model_name_or_path`` of ``fit``).
 """
 
 from __future__ import annotations
