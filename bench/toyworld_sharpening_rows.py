@@ -43,14 +43,17 @@ tasks that no round of the Quick start mines are held in; the other 960 are samp
 
 ``--unfiltered N`` draws N samples at random with no filter at all (the ablation's other arm, as many rows as the
 filtered one kept); ``--tests_only`` keeps what passes the reference tests without asking the oracle (the issue's
-probe's filter). A later round samples the same 960 tasks with the last round's model (``--model`` of ``evaluate``)
-and fine-tunes that model further (``--model.model_name_or_path`` of ``fit``).
+probe's filter); ``--grounded`` keeps, with neither, every sample whose body states each constant its docstring
+states (the one check of the model's own that teaches it, BENCHMARKS.md). A later round samples the same 960
+tasks with the last round's model (``--model`` of ``evaluate``) and fine-tunes that model further
+(``--model.model_name_or_path`` of ``fit``).
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
 from collections import Counter, defaultdict
 
 from lightning_selfalign.jsonl import read_jsonl, write_jsonl
@@ -61,6 +64,8 @@ from lightning_selfalign.toyworld.documents import PROMPT_FORMAT, REASONING, Noi
 from lightning_selfalign.toyworld.oracle import judge_rows
 from lightning_selfalign.toyworld.tasks import Task, check_source
 
+# A constant as a description states it: a quoted string or an integer.
+CONSTANT = re.compile(r"'[^']*'|-?\d+")
 # Seed-pool functions the Quick start's seeds stage mines over its three rounds (160 a round), whatever the seed.
 MINED = 480
 
@@ -148,19 +153,25 @@ def select_samples(samples: str, executions: str, output: str, keep_all: bool, o
     print(f"{len(right)} {judged} of {len(candidates)} passing ({len(by_task)} tasks): {len(kept)} rows -> {output}")
 
 
-def draw_samples(samples: str, count: int, output: str) -> None:
-    """``count`` evaluation samples drawn at random, right or wrong: the unfiltered arm of the same volume."""
+def draw_samples(samples: str, output: str, count: int | None = None, grounded: bool = False) -> None:
+    """Evaluation samples kept without the world's tests or oracle: ``count`` drawn at random, right or wrong (the
+    unfiltered arm of the same volume), or, ``grounded``, every sample whose body states each constant its docstring
+    states (a quoted string or a number), a check that needs nothing but the sample itself."""
     pool_tasks, rng = build_world().seed_pool, random.Random(0)
     drawn = list(read_jsonl(samples))
-    rng.shuffle(drawn)
+    if count is not None:
+        rng.shuffle(drawn)
+        drawn = drawn[:count]
     rows = []
-    for sample in drawn[:count]:
+    for sample in drawn:
         task = pool_tasks[int(sample["task_id"].split("/")[1])][0]
+        if grounded and not all(constant in sample["completion"] for constant in CONSTANT.findall(task.description())):
+            continue
         reasoning = rng.choice(REASONING)
         instruction = instruction_text(task, rng, Noise(stub_instruction=0.0))
         rows.append(body_row(sample["id"], instruction, task.prompt() + sample["completion"].lstrip("\n"), reasoning))
     write_jsonl(output, rows)
-    print(f"{len(rows)} of {len(drawn)} samples, unfiltered -> {output}")
+    print(f"{len(rows)} samples, {'grounded' if grounded else 'unfiltered'} -> {output}")
 
 
 def body_row(row_id: str, instruction: str, code: str, reasoning: str) -> dict:
@@ -193,6 +204,8 @@ def main() -> None:
         selection.add_argument("--all", action="store_true", help="every right row, not one per task")
     samples.add_argument("--unfiltered", type=int, metavar="N", help="N samples at random, no filter at all")
     samples.add_argument("--tests_only", action="store_true", help="kept when they pass the reference tests alone")
+    samples.add_argument("--grounded", action="store_true", help="kept when the body states every constant the "
+                         "docstring states; no tests, no oracle")  # fmt: skip
     args = parser.parse_args()
     if args.command == "instructions":
         write_instructions(args.count, args.output, args.start)
@@ -200,8 +213,8 @@ def main() -> None:
         write_benchmark(args.count, args.output, args.start, args.exclude)
     elif args.command == "held-in":
         write_held_in(args.count, args.output)
-    elif args.command == "select-samples" and args.unfiltered:
-        draw_samples(args.samples, args.unfiltered, args.output)
+    elif args.command == "select-samples" and (args.unfiltered or args.grounded):
+        draw_samples(args.samples, args.output, count=args.unfiltered, grounded=args.grounded)
     elif args.command == "select-samples":
         select_samples(args.samples, args.executions, args.output, args.all, oracle=not args.tests_only)
     else:
