@@ -55,6 +55,9 @@ import argparse
 import random
 import re
 from collections import Counter, defaultdict
+from pathlib import Path
+
+import yaml
 
 from lightning_selfalign.jsonl import read_jsonl, write_jsonl
 from lightning_selfalign.prompts import Parts, get_format
@@ -66,8 +69,14 @@ from lightning_selfalign.toyworld.tasks import Task, check_source
 
 # A constant as a description states it: a quoted string or an integer.
 CONSTANT = re.compile(r"'[^']*'|-?\d+")
-# Seed-pool functions the Quick start's seeds stage mines over its three rounds (160 a round), whatever the seed.
-MINED = 480
+# The Quick start's config: its seeds stage mines the first rounds x seeds.per_round functions of the seed pool,
+# whatever the generation seed.
+QUICK_START = Path(__file__).resolve().parent.parent / "configs" / "self-align-toyworld-cpu.yaml"
+
+
+def mined_by_quick_start() -> int:
+    config = yaml.safe_load(QUICK_START.read_text())
+    return config["rounds"] * config["seeds"]["per_round"]
 
 
 def write_instructions(count: int, output: str, start: int = 0) -> None:
@@ -114,11 +123,11 @@ def write_benchmark(count: int, output: str, start: int = 0, exclude: str | None
 
 
 def write_held_in(count: int, output: str) -> None:
-    """The first ``count`` seed-pool tasks that no round of the Quick start mines: its seeds stage takes the first
-    MINED functions of the pool for every generation seed, so these are tasks after them, under another name."""
-    pool = build_world().seed_pool
-    mined = {task.name for task, _ in pool[:MINED]}
-    rows = [benchmark_row(index, task, cases) for index, (task, cases) in enumerate(pool[MINED:], MINED)
+    """The first ``count`` seed-pool tasks that no round of the Quick start mines: tasks after the ones its seeds
+    stage takes, under another name."""
+    pool, first = build_world().seed_pool, mined_by_quick_start()
+    mined = {task.name for task, _ in pool[:first]}
+    rows = [benchmark_row(index, task, cases) for index, (task, cases) in enumerate(pool[first:], first)
             if task.name not in mined][:count]  # fmt: skip
     write_jsonl(output, rows)
     print(f"{len(rows)} held-in rows -> {output}")
@@ -136,10 +145,10 @@ def select_samples(samples: str, executions: str, output: str, keep_all: bool, o
     rng, candidates = random.Random(0), []
     for sample in read_jsonl(samples):
         if sample["id"] in passed:
-            task = pool_tasks[int(sample["task_id"].split("/")[1])][0]  # task_id Pool/<seed-pool index>
+            task, code = task_and_code(pool_tasks, sample)
             candidates.append({"id": sample["id"], "task_id": sample["task_id"],
                                "instruction": instruction_text(task, rng, Noise(stub_instruction=0.0)),
-                               "code": task.prompt() + sample["completion"].lstrip("\n")})  # fmt: skip
+                               "code": code})  # fmt: skip
     right = candidates
     if oracle:
         with SandboxPool(workers=2) as pool:
@@ -164,14 +173,20 @@ def draw_samples(samples: str, output: str, count: int | None = None, grounded: 
         drawn = drawn[:count]
     rows = []
     for sample in drawn:
-        task = pool_tasks[int(sample["task_id"].split("/")[1])][0]
+        task, code = task_and_code(pool_tasks, sample)
         if grounded and not all(constant in sample["completion"] for constant in CONSTANT.findall(task.description())):
             continue
         reasoning = rng.choice(REASONING)
         instruction = instruction_text(task, rng, Noise(stub_instruction=0.0))
-        rows.append(body_row(sample["id"], instruction, task.prompt() + sample["completion"].lstrip("\n"), reasoning))
+        rows.append(body_row(sample["id"], instruction, code, reasoning))
     write_jsonl(output, rows)
     print(f"{len(rows)} samples, {'grounded' if grounded else 'unfiltered'} -> {output}")
+
+
+def task_and_code(pool_tasks: list, sample: dict) -> tuple[Task, str]:
+    """The seed-pool task an evaluation sample answers (its task_id is Pool/<index>) and the sample's whole function."""
+    task = pool_tasks[int(sample["task_id"].split("/")[1])][0]
+    return task, task.prompt() + sample["completion"].lstrip("\n")
 
 
 def body_row(row_id: str, instruction: str, code: str, reasoning: str) -> dict:
@@ -213,7 +228,7 @@ def main() -> None:
         write_benchmark(args.count, args.output, args.start, args.exclude)
     elif args.command == "held-in":
         write_held_in(args.count, args.output)
-    elif args.command == "select-samples" and (args.unfiltered or args.grounded):
+    elif args.command == "select-samples" and (args.unfiltered is not None or args.grounded):
         draw_samples(args.samples, args.output, count=args.unfiltered, grounded=args.grounded)
     elif args.command == "select-samples":
         select_samples(args.samples, args.executions, args.output, args.all, oracle=not args.tests_only)
