@@ -35,6 +35,39 @@ def test_each_row_is_independent_of_its_batch(hf):
     assert all(c.finish_reason == "length" and c.num_tokens == 10 for c in together)
 
 
+def _fmix32(value: int) -> int:
+    """MurmurHash3's finaliser in plain Python integers, the reference for the tensor version."""
+    value ^= value >> 16
+    value = (value * 0x85EBCA6B) & 0xFFFFFFFF
+    value ^= value >> 13
+    value = (value * 0xC2B2AE35) & 0xFFFFFFFF
+    return value ^ (value >> 16)
+
+
+def test_the_hashed_sampler_draws_each_token_as_often_as_its_probability():
+    import torch
+
+    from lightning_selfalign.engines.hf import PerRowSampler, mix32
+
+    values = [0, 1, 0xDEADBEEF, 0xFFFFFFFF, 123456789]
+    assert mix32(torch.tensor(values)).tolist() == [_fmix32(v) for v in values]
+    rows = 20000
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.2, 0.0])).repeat(rows, 1)
+
+    def shares(top_p: float, step: int, temperature: float = 1.0) -> list[float]:
+        sampler = PerRowSampler(range(rows), Sampling(temperature=temperature, top_p=top_p), torch.device("cpu"), 3)
+        chosen = sampler(torch.zeros(rows, 3 + step, dtype=torch.long), logits.clone()).argmax(dim=-1)
+        return (torch.bincount(chosen, minlength=4).double() / rows).tolist()
+
+    assert shares(1.0, 0) == pytest.approx([0.5, 0.3, 0.2, 0.0], abs=0.015)
+    assert shares(0.7, 5) == pytest.approx([0.625, 0.375, 0.0, 0.0], abs=0.015)  # top-p keeps 0.5 + 0.3
+    assert shares(1.0, 1, temperature=0.5) == pytest.approx([0.658, 0.237, 0.105, 0.0], abs=0.015)
+    sampler = PerRowSampler([7], Sampling(temperature=1.0, top_p=1.0), torch.device("cpu"), 0)
+    flat = torch.zeros(1, 1000)
+    steps = {int(sampler(torch.zeros(1, step, dtype=torch.long), flat.clone()).argmax()) for step in range(50)}
+    assert len(steps) > 40, "one row draws afresh at every step"
+
+
 @pytest.mark.timeout(300)
 def test_greedy_equals_transformers_greedy(hf):
     import torch

@@ -5,7 +5,7 @@
 - ``vllm``: an in-memory ``vllm.LLM`` with tensor parallelism (the only module that imports vllm).
 
 Every request carries its own sampling seed, derived by the stage runner from the output row's id, and
-every engine honours it per request (hf: one torch generator per row; openai: the ``seed`` field; vLLM:
+every engine honours it per request (hf: a hash of the row's seed and the step; openai: the ``seed`` field; vLLM:
 ``SamplingParams(seed=...)``), so a sample does not depend on which batch, shard or rerun produced it.
 Completion text never includes the stop string, whichever engine made it.
 """

@@ -2,9 +2,9 @@
 
 ``generate``'s own sampler draws every row of a batch from one global generator, so a sample would change
 with the batch it happens to land in (and a resumed run would not reproduce an uninterrupted one). Here a
-logits processor draws each row's next token from that row's own ``torch.Generator`` (seeded from the
-request) and hands ``generate`` a one-hot choice, which its greedy step then takes. Rows are independent
-of batching, ordering and sharding, up to float noise from padding.
+logits processor draws each row's next token by inverse CDF from a uniform that hashes the row's seed (from the
+request) with the step, for the whole batch at once, and hands ``generate`` a one-hot choice, which its greedy
+step then takes. Rows are independent of batching, ordering and sharding, up to float noise from padding.
 """
 
 from __future__ import annotations
@@ -28,24 +28,63 @@ from lightning_selfalign.errors import UserError
 _DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class PerRowSampler(LogitsProcessor):
-    """Temperature + top-p sampling with one generator per batch row; returns a one-hot (0 / -inf) choice."""
+_MASK32 = 0xFFFFFFFF
 
-    def __init__(self, seeds: Sequence[int], sampling: Sampling, device: torch.device) -> None:
+
+def _times32(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``x * factor mod 2**32`` for int64 tensors of 32-bit values, in 16-bit halves so no product overflows."""
+    low = x * (factor & 0xFFFF)
+    high = ((x * (factor >> 16)) & 0xFFFF) << 16
+    return (low + high) & _MASK32
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's 32-bit finaliser, elementwise on int64 tensors of 32-bit values."""
+    x = x ^ (x >> 16)
+    x = _times32(x, 0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = _times32(x, 0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def row_uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
+    """One number in (0, 1) per row, a function of the row's key and the step alone (float64)."""
+    hashed = mix32(mix32((keys + _times32(torch.full_like(keys, step + 1), 0x9E3779B9)) & _MASK32) ^ keys)
+    return (hashed.double() + 0.5) / 2.0**32
+
+
+def row_keys(seeds: Sequence[int], device: torch.device) -> torch.Tensor:
+    """A 32-bit key per row from its (up to 64-bit) seed."""
+    seeds = [int(seed) % 2**64 for seed in seeds]
+    high = mix32(torch.tensor([seed >> 32 for seed in seeds], dtype=torch.int64, device=device))
+    return mix32(torch.tensor([seed & _MASK32 for seed in seeds], dtype=torch.int64, device=device) ^ high)
+
+
+class PerRowSampler(LogitsProcessor):
+    """Temperature + top-p sampling by inverse CDF, with each row's uniform a hash of (its seed, the step): the
+    whole batch is drawn in a few tensor operations, and a row's draw does not depend on its batch. Returns a
+    one-hot (0 / -inf) choice."""
+
+    def __init__(self, seeds: Sequence[int], sampling: Sampling, device: torch.device, prompt_width: int) -> None:
         self.sampling = sampling
-        self.generators = [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+        self.keys = row_keys(seeds, device)
+        self.prompt_width = prompt_width
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.sampling.temperature <= 0:
             chosen = scores.argmax(dim=-1)
         else:
-            probs = torch.softmax(scores.float() / self.sampling.temperature, dim=-1)
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            # Drop a token once the mass before it already reaches top_p; the most likely token always stays.
-            outside = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= self.sampling.top_p
-            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-            picks = [torch.multinomial(row, 1, generator=gen) for row, gen in zip(sorted_probs, self.generators)]
-            chosen = order.gather(1, torch.cat(picks).view(-1, 1)).view(-1)
+            probs = torch.softmax(scores.double() / self.sampling.temperature, dim=-1)
+            if self.sampling.top_p < 1.0:
+                # Drop a token once the mass before it already reaches top_p (the most likely token always stays),
+                # as a probability floor applied in vocabulary order: the CDF below never follows a sort, so float
+                # noise from padding cannot reorder near-equal tokens under a row's draw.
+                ranked = probs.sort(dim=-1, descending=True).values
+                kept = ((ranked.cumsum(dim=-1) - ranked) < self.sampling.top_p).sum(dim=-1, keepdim=True)
+                probs = probs.masked_fill(probs < ranked.gather(1, kept - 1), 0.0)
+            cdf = probs.cumsum(dim=-1)
+            target = row_uniforms(self.keys, input_ids.shape[1] - self.prompt_width) * cdf[:, -1]
+            chosen = torch.searchsorted(cdf, target.unsqueeze(1), right=True).clamp_(max=cdf.shape[1] - 1).view(-1)
         one_hot = torch.full_like(scores, float("-inf"))
         return one_hot.scatter_(1, chosen.view(-1, 1), 0.0)
 
@@ -124,7 +163,7 @@ class HFEngine:
             input_ids=input_ids,
             attention_mask=attention_mask,
             generation_config=config,
-            logits_processor=LogitsProcessorList([PerRowSampler(seeds, sampling, self.device)]),
+            logits_processor=LogitsProcessorList([PerRowSampler(seeds, sampling, self.device, width)]),
             stopping_criteria=StoppingCriteriaList([StopOnText(self.tokenizer, stops, width)]),
         )
         return output[:, width:].tolist()
