@@ -2,8 +2,10 @@
 
 Order (cheap and row-local first, so the costly global steps see the fewest rows):
 
-1. ``filter``: keep passing, untruncated, non-empty, complete responses;
-2. ``select``: one response per instruction (``parent_id``), streamed, so memory holds one row per instruction;
+1. ``filter``: keep passing, untruncated, non-empty, complete responses (and, as chosen, those whose code answers
+   the instruction as it was given: :mod:`.answers`);
+2. ``select``: one response per instruction (``parent_id``; or up to ``per_instruction``), streamed, so memory
+   holds that many rows per instruction;
 3. ``sanitize``: the response (and instruction) transformations chosen in :class:`CurationConfig`;
 4. ``decontaminate``: drop rows overlapping a benchmark item (HumanEval always);
 5. ``exact_dedup`` then ``near_dedup``: per field, the first row in input order is kept.
@@ -11,6 +13,7 @@ Order (cheap and row-local first, so the costly global steps see the fewest rows
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import multiprocessing
 import random
@@ -24,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from lightning_selfalign.curation import sanitize
+from lightning_selfalign.curation.answers import defines_named_function, uses_stated_values
 from lightning_selfalign.decontamination import Decontaminator, parse_benchmark_file
 from lightning_selfalign.dedup import MinHasher, exact_duplicate_of, near_duplicate_of
 from lightning_selfalign.errors import UserError
@@ -69,9 +73,17 @@ class CurationConfig:
             (the execution-filter ablation of SelfCodeAlign).
         drop_incomplete: drop responses with TODO / FIXME / "your code here".
         drop_truncated: drop responses cut by the length limit (finish_reason "length").
+        require_named_function: drop responses whose code does not define the function the instruction names
+            (its first backticked ``name(``); beyond both references, off by default.
+        require_stated_values: drop responses whose code lacks a number or quoted string the instruction's
+            prose states (docstrings aside; for instructions that state the values to use, not worked
+            examples); beyond both references, off by default.
         select: which passing response to keep per instruction: most_tests (most checks run, then
             shortest code, then id), random (seeded, order-independent) or peer_agreement (the code that passed
             the most sibling responses' tests, then seeded random; needs rows from selfalign peer-check).
+        per_instruction: how many responses to keep per instruction, best first by --select (1 in both
+            references); above 1, leave instruction out of --dedup_fields and function_name_dedup off, or dedup
+            keeps one per instruction again.
         min_peer_passes: drop rows whose code passed fewer than this many sibling responses' test sets
             (peer_passes, written by selfalign peer-check and by self-align --peer_tests); 0 keeps all.
         seed: seed for --select random and --assert_probability.
@@ -104,7 +116,10 @@ class CurationConfig:
     require_pass: bool = True
     drop_incomplete: bool = True
     drop_truncated: bool = True
+    require_named_function: bool = False
+    require_stated_values: bool = False
     select: str | None = None
+    per_instruction: int = 1
     min_peer_passes: int = 0
     seed: int | None = None
     exact_dedup: bool = True
@@ -152,9 +167,17 @@ class CurationConfig:
             ("--decontamination_ngram", self.decontamination_ngram),
             ("--dedup_num_perm", self.dedup_num_perm),
             ("--workers", self.workers),
+            ("--per_instruction", self.per_instruction),
         ):
             if value < 1:
                 found.append(f"{flag} must be at least 1, got {value}")
+        if self.per_instruction > 1:
+            deduped = "instruction" in self.dedup_fields and (self.exact_dedup or config.near_dedup)
+            if deduped or config.function_name_dedup:
+                found.append(
+                    f"--per_instruction {self.per_instruction} keeps several responses to one instruction, which "
+                    "dedup drops again: leave instruction out of --dedup_fields and set --function_name_dedup false"
+                )
         missing = [spec for spec in self.benchmark_files if not parse_benchmark_file(spec)[1].is_file()]
         if missing:
             found.append(f"--benchmark_files: no such file(s): {', '.join(missing)}")
@@ -248,12 +271,17 @@ def _filter_reason(row: dict[str, Any], config: CurationConfig) -> str | None:
         return "empty_response"
     if config.drop_incomplete and sanitize.is_incomplete(row["response"]):
         return "incomplete"
+    if config.require_named_function and not defines_named_function(row["instruction"], row.get("code") or ""):
+        return "named_function_missing"
+    if config.require_stated_values and not uses_stated_values(row["instruction"], row.get("code") or ""):
+        return "stated_value_missing"
     return None
 
 
 def select_responses(rows: Iterable[dict[str, Any]], config: CurationConfig, result: CurationResult) -> list[dict]:
-    """Filter, then keep the best row of each instruction group (in the input order of the kept rows)."""
-    best: dict[str, tuple[tuple, int, dict]] = {}
+    """Filter, then keep the best ``per_instruction`` rows of each instruction group (in the input order of the
+    kept rows)."""
+    best: dict[str, list[tuple[tuple, int, dict]]] = {}
     losers: list[tuple[dict, str]] = []
     for position, row in enumerate(rows):
         result.rows_in += 1
@@ -264,17 +292,14 @@ def select_responses(rows: Iterable[dict[str, Any]], config: CurationConfig, res
         row = {key: row[key] for key in _WORKING_FIELDS if key in row}
         parent = row.get("parent_id")
         group = str(parent) if parent is not None else "instruction:" + _instruction_key(row["instruction"])
-        rank = _rank(row, config.select, config.seed)
-        current = best.get(group)
-        if current is None or rank < current[0]:
-            if current is not None:
-                losers.append((current[2], group))
-            best[group] = (rank, position, row)
-        else:
-            losers.append((row, group))
+        kept = best.setdefault(group, [])
+        bisect.insort(kept, (_rank(row, config.select, config.seed), position, row), key=lambda entry: entry[:2])
+        if len(kept) > config.per_instruction:
+            losers.append((kept.pop()[2], group))
     for row, group in losers:
-        result.drop(row, "select", "not_selected", selected=best[group][2].get("id"), rule=config.select)
-    return [row for _, _, row in sorted(best.values(), key=lambda entry: entry[1])]
+        result.drop(row, "select", "not_selected", selected=best[group][0][2].get("id"), rule=config.select)
+    kept = [entry for group in best.values() for entry in group]
+    return [row for _, _, row in sorted(kept, key=lambda entry: entry[1])]
 
 
 def _instruction_key(text: str) -> str:
