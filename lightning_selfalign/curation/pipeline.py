@@ -298,8 +298,8 @@ def select_responses(rows: Iterable[dict[str, Any]], config: CurationConfig, res
             losers.append((kept.pop()[2], group))
     for row, group in losers:
         result.drop(row, "select", "not_selected", selected=best[group][0][2].get("id"), rule=config.select)
-    kept = [entry for group in best.values() for entry in group]
-    return [row for _, _, row in sorted(kept, key=lambda entry: entry[1])]
+    selected = [entry for entries in best.values() for entry in entries]
+    return [row for _, _, row in sorted(selected, key=lambda entry: entry[1])]
 
 
 def _instruction_key(text: str) -> str:

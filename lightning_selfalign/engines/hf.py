@@ -49,7 +49,7 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
 
 def row_uniforms(keys: torch.Tensor, step: int) -> torch.Tensor:
     """One number in (0, 1) per row, a function of the row's key and the step alone (float64)."""
-    hashed = mix32(mix32((keys + _times32(torch.full_like(keys, step + 1), 0x9E3779B9)) & _MASK32) ^ keys)
+    hashed = mix32(mix32((keys + ((step + 1) * 0x9E3779B9 & _MASK32)) & _MASK32) ^ keys)
     return (hashed.double() + 0.5) / 2.0**32
 
 
