@@ -95,6 +95,8 @@ def build_tiny_model(
     intermediate_size: int = 768,
     max_position_embeddings: int = 4096,
     pretrain_steps: int = 800,
+    pretrain_batch: int = 16,
+    pretrain_code_steps: int = 4,
     seed: int = 0,
 ) -> Path:
     """Build and save a tiny StarCoder2 model and its tokenizer, offline: random weights (~2.4M parameters), or
@@ -113,7 +115,11 @@ def build_tiny_model(
         num_kv_heads: Key/value heads (grouped-query attention, as in StarCoder2).
         intermediate_size: MLP width.
         max_position_embeddings: Longest sequence.
-        pretrain_steps: Optimizer steps of toyworld pretraining (16 blocks of 512 tokens each).
+        pretrain_steps: Optimizer steps of toyworld pretraining.
+        pretrain_batch: Blocks of 512 tokens in each pretraining step. For a fixed budget of tokens, smaller
+            batches (more steps) teach this small model to copy a constant from the docstring sooner.
+        pretrain_code_steps: Longest chain the base sees written as code; a longer corpus task gives only its
+            instruction document.
         seed: Seed for the tokenizer corpus, the weights, the code world and the pretraining order.
     """
     import torch
@@ -126,7 +132,7 @@ def build_tiny_model(
     if pretrain == "toyworld":
         from lightning_selfalign.toyworld import build_world, pretraining_documents
 
-        documents = pretraining_documents(build_world(seed), seed=seed)
+        documents = pretraining_documents(build_world(seed), seed=seed, code_steps=pretrain_code_steps)
     tokenizer = build_tokenizer(vocab_size=vocab_size or (2048 if documents else 4096), seed=seed, texts=documents)
     # StarCoder2-15B ships with dropout 0.1 everywhere; the random model keeps it so "dropout off" is exercised.
     config = tiny_config(tokenizer, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size,
@@ -136,7 +142,7 @@ def build_tiny_model(
     if documents is not None:
         from lightning_selfalign.toyworld.pretrain import pretrain_model
 
-        pretrain_model(model, tokenizer, documents, output, steps=pretrain_steps, seed=seed)
+        pretrain_model(model, tokenizer, documents, output, steps=pretrain_steps, seed=seed, batch=pretrain_batch)
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)
     print(f"tiny model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters -> {output}")

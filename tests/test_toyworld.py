@@ -113,15 +113,27 @@ def test_noise_makes_some_responses_fail() -> None:
     assert "pass" in verdicts and "fail" in verdicts
 
 
+def test_code_steps_leaves_longer_tasks_as_instructions_only() -> None:
+    small = build_world(seed=0, corpus=200, seed_pool=1, benchmark=1)
+    long_tasks = [task for task, _ in small.corpus if len(task.steps) == 4]
+    assert long_tasks
+    assert pretraining_documents(small) == pretraining_documents(small, code_steps=4)
+    documents = pretraining_documents(small, code_steps=3)
+    assert len(documents) == 2 * len(small.corpus) - len(long_tasks)
+    for task in long_tasks:
+        mentions = [document for document in documents if task.description() in document]
+        assert len(mentions) == 1 and "[instruction]" in mentions[0] and task.code() not in mentions[0]
+
+
 @pytest.mark.slow
 def test_short_pretraining_makes_a_model_the_engines_load(tmp_path: Path) -> None:
     from lightning_selfalign.engines import EngineOptions, Sampling, load_engine
     from lightning_selfalign.tiny import build_tiny_model
 
     output = build_tiny_model(str(tmp_path / "m"), pretrain="toyworld", hidden_size=32, num_layers=1,
-                              intermediate_size=64, pretrain_steps=3)  # fmt: skip
+                              intermediate_size=64, pretrain_steps=3, pretrain_batch=2)  # fmt: skip
     facts = json.loads((output / "pretraining.json").read_text())
-    assert facts["steps"] == 3 and facts["prompt_fingerprints"] == _current_fingerprints()
+    assert facts["steps"] == 3 and facts["batch"] == 2 and facts["prompt_fingerprints"] == _current_fingerprints()
     engine = load_engine("hf", str(output), EngineOptions(batch_size=2))
     try:
         prompt = build_prompt(

@@ -88,26 +88,34 @@ def stage_document(stage: str, row: dict, answer: str, rng: random.Random) -> st
     return f"{prompt.text}{answer}\n{V1_END}"
 
 
-def task_documents(task: Task, cases: list, rng: random.Random, noise: Noise) -> list[str]:
-    """The plain function and one stage document for one corpus task."""
+def instructions_document(task: Task, rng: random.Random) -> str:
+    """Concepts with the instruction that uses them, at the difficulty the task's length is."""
+    row = {"id": task.name, "concepts": task.concepts(), "category": "function",
+           "difficulty": DIFFICULTY[len(task.steps)]}  # fmt: skip
+    return stage_document("instructions", row, instruction_text(task, rng, Noise(stub_instruction=0.0)), rng)
+
+
+def task_documents(task: Task, cases: list, rng: random.Random, noise: Noise, code_steps: int = 4) -> list[str]:
+    """The plain function and one stage document for one corpus task; a task of more than ``code_steps`` steps
+    gives its instruction document only (the base then knows such tasks are asked for, not how to write them)."""
+    if len(task.steps) > code_steps:
+        return [instructions_document(task, rng)]
     documents = [task.code()]
     kind = rng.choice(("concepts", "instructions", "responses", "responses"))
     if kind == "concepts":
         answer = get_format(PROMPT_FORMAT).render_concepts(task.concepts())
         documents.append(stage_document(kind, {"id": task.name, "seed": task.code()}, answer, rng))
     elif kind == "instructions":
-        row = {"id": task.name, "concepts": task.concepts(), "category": "function",
-               "difficulty": DIFFICULTY[len(task.steps)]}  # fmt: skip
-        documents.append(stage_document(kind, row, instruction_text(task, rng, Noise(stub_instruction=0.0)), rng))
+        documents.append(instructions_document(task, rng))
     else:
         row = {"id": task.name, "instruction": instruction_text(task, rng, noise)}
         documents.append(stage_document(kind, row, response_text(task, cases, rng, noise), rng))
     return documents
 
 
-def pretraining_documents(world: World, noise: Noise | None = None, seed: int = 0) -> list[str]:
-    """Every corpus task's documents, shuffled (seeded)."""
+def pretraining_documents(world: World, noise: Noise | None = None, seed: int = 0, code_steps: int = 4) -> list[str]:
+    """Every corpus task's documents, shuffled (seeded); see :func:`task_documents` for ``code_steps``."""
     rng, noise = random.Random(seed), noise or Noise()
-    documents = [doc for task, cases in world.corpus for doc in task_documents(task, cases, rng, noise)]
+    documents = [doc for task, cases in world.corpus for doc in task_documents(task, cases, rng, noise, code_steps)]
     rng.shuffle(documents)
     return documents

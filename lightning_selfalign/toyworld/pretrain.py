@@ -40,8 +40,8 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int = 100) -> floa
 
 
 def pretrain_model(model: Any, tokenizer: Any, documents: list[str], output: Path, steps: int, seed: int = 0,
-                   peak_lr: float = 3e-3, progress: bool = True) -> dict:  # fmt: skip
-    """Train ``model`` in place for ``steps`` steps of ``BATCH`` x ``BLOCK`` tokens; writes ``pretraining.json``."""
+                   peak_lr: float = 3e-3, progress: bool = True, batch: int = BATCH) -> dict:  # fmt: skip
+    """Train ``model`` in place for ``steps`` steps of ``batch`` x ``BLOCK`` tokens; writes ``pretraining.json``."""
     import torch
 
     from lightning_selfalign.prompts import STAGES, prompt_fingerprint
@@ -54,20 +54,20 @@ def pretrain_model(model: Any, tokenizer: Any, documents: list[str], output: Pat
     curve, started = [], time.perf_counter()
     bar = tqdm(range(steps), desc="pretrain", unit="step", disable=not progress, file=sys.stderr)
     for step in bar:
-        starts = torch.randint(0, len(stream) - BLOCK - 1, (BATCH,), generator=generator)
-        batch = torch.stack([stream[s : s + BLOCK] for s in starts.tolist()])
+        starts = torch.randint(0, len(stream) - BLOCK - 1, (batch,), generator=generator)
+        blocks = torch.stack([stream[s : s + BLOCK] for s in starts.tolist()])
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, steps, peak_lr)
-        loss = model(input_ids=batch, labels=batch).loss  # the model shifts the labels itself
+        loss = model(input_ids=blocks, labels=blocks).loss  # the model shifts the labels itself
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step % 50 == 0 or step == steps - 1:
+        if step % max(1, steps // 16) == 0 or step == steps - 1:
             curve.append([step, round(loss.item(), 4)])
             bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
     facts = {
-        "documents": len(documents), "tokens": len(stream), "steps": steps, "batch": BATCH, "block": BLOCK,
+        "documents": len(documents), "tokens": len(stream), "steps": steps, "batch": batch, "block": BLOCK,
         "peak_lr": peak_lr, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
         "parameters": sum(p.numel() for p in model.parameters()), "loss_curve": curve,
         "prompt_fingerprints": {stage: prompt_fingerprint(stage, chat=False, num_fewshot=0, prompt_format=PROMPT_FORMAT)
