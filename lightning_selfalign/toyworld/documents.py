@@ -17,7 +17,7 @@ from lightning_selfalign.prompts import Parts, build_prompt, get_format
 from lightning_selfalign.prompts.formats import V1_END
 from lightning_selfalign.toyworld.ops import OPS, VARIABLE
 from lightning_selfalign.toyworld.tasks import Task
-from lightning_selfalign.toyworld.world import World
+from lightning_selfalign.toyworld.world import HELD_OUT_LENGTH, World
 
 REASONING = (
     "The function applies the steps in order, one assignment per step, and returns the last value.",
@@ -95,7 +95,8 @@ def instructions_document(task: Task, rng: random.Random) -> str:
     return stage_document("instructions", row, instruction_text(task, rng, Noise(stub_instruction=0.0)), rng)
 
 
-def task_documents(task: Task, cases: list, rng: random.Random, noise: Noise, code_steps: int = 4) -> list[str]:
+def task_documents(task: Task, cases: list, rng: random.Random, noise: Noise,
+                   code_steps: int = HELD_OUT_LENGTH) -> list[str]:  # fmt: skip
     """The plain function and one stage document for one corpus task; a task of more than ``code_steps`` steps
     gives its instruction document only (the base then knows such tasks are asked for, not how to write them)."""
     if len(task.steps) > code_steps:
@@ -113,7 +114,8 @@ def task_documents(task: Task, cases: list, rng: random.Random, noise: Noise, co
     return documents
 
 
-def pretraining_documents(world: World, noise: Noise | None = None, seed: int = 0, code_steps: int = 4) -> list[str]:
+def pretraining_documents(world: World, noise: Noise | None = None, seed: int = 0,
+                          code_steps: int = HELD_OUT_LENGTH) -> list[str]:  # fmt: skip
     """Every corpus task's documents, shuffled (seeded); see :func:`task_documents` for ``code_steps``."""
     rng, noise = random.Random(seed), noise or Noise()
     documents = [doc for task, cases in world.corpus for doc in task_documents(task, cases, rng, noise, code_steps)]
