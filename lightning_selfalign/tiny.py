@@ -96,7 +96,7 @@ def build_tiny_model(
     max_position_embeddings: int = 4096,
     pretrain_steps: int = 800,
     pretrain_batch: int = 16,
-    pretrain_code_steps: int = 4,
+    pretrain_long_code: float = 1.0,
     seed: int = 0,
 ) -> Path:
     """Build and save a tiny StarCoder2 model and its tokenizer, offline: random weights (~2.4M parameters), or
@@ -118,8 +118,8 @@ def build_tiny_model(
         pretrain_steps: Optimizer steps of toyworld pretraining.
         pretrain_batch: Blocks of 512 tokens in each pretraining step. For a fixed budget of tokens, smaller
             batches (more steps) teach this small model to copy a constant from the docstring sooner.
-        pretrain_code_steps: Longest chain the base sees written as code; a longer corpus task gives only its
-            instruction document.
+        pretrain_long_code: Share (0-1) of the corpus's four-step tasks the base sees written as code; the others
+            give only their instruction document (0: the base has never written a four-step chain).
         seed: Seed for the tokenizer corpus, the weights, the code world and the pretraining order.
     """
     import torch
@@ -128,11 +128,13 @@ def build_tiny_model(
     output = Path(output_dir)
     if output.exists() and not output.is_dir():
         raise UserError(f"--output_dir {output} is a file; name a folder")
+    if not 0.0 <= pretrain_long_code <= 1.0:
+        raise UserError(f"--pretrain_long_code is a share (0 to 1) of four-step tasks, not {pretrain_long_code}")
     documents = None
     if pretrain == "toyworld":
         from lightning_selfalign.toyworld import build_world, pretraining_documents
 
-        documents = pretraining_documents(build_world(seed), seed=seed, code_steps=pretrain_code_steps)
+        documents = pretraining_documents(build_world(seed), seed=seed, long_code=pretrain_long_code)
     tokenizer = build_tokenizer(vocab_size=vocab_size or (2048 if documents else 4096), seed=seed, texts=documents)
     # StarCoder2-15B ships with dropout 0.1 everywhere; the random model keeps it so "dropout off" is exercised.
     config = tiny_config(tokenizer, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size,
@@ -142,7 +144,8 @@ def build_tiny_model(
     if documents is not None:
         from lightning_selfalign.toyworld.pretrain import pretrain_model
 
-        pretrain_model(model, tokenizer, documents, output, steps=pretrain_steps, seed=seed, batch=pretrain_batch)
+        recipe = {"long_code": pretrain_long_code}
+        pretrain_model(model, tokenizer, documents, output, pretrain_steps, seed, batch=pretrain_batch, recipe=recipe)
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)
     print(f"tiny model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters -> {output}")

@@ -13,7 +13,7 @@ from lightning_selfalign.evaluation.tasks import load_tasks
 from lightning_selfalign.prompts import STAGES, build_prompt, parse_output, prompt_fingerprint
 from lightning_selfalign.prompts.formats import V1_END
 from lightning_selfalign.toyworld import build_world, pretraining_documents, split_of, write_world
-from lightning_selfalign.toyworld.documents import PROMPT_FORMAT, Noise, task_documents
+from lightning_selfalign.toyworld.documents import PROMPT_FORMAT, Noise, shown_as_code, task_documents
 from lightning_selfalign.toyworld.world import HELD_OUT_LENGTH
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,16 +113,32 @@ def test_noise_makes_some_responses_fail() -> None:
     assert "pass" in verdicts and "fail" in verdicts
 
 
-def test_code_steps_leaves_longer_tasks_as_instructions_only() -> None:
-    small = build_world(seed=0, corpus=200, seed_pool=1, benchmark=1)
+def test_long_code_leaves_a_share_of_four_step_tasks_as_instructions_only() -> None:
+    small = build_world(seed=0, corpus=400, seed_pool=1, benchmark=1)
     long_tasks = [task for task, _ in small.corpus if len(task.steps) == 4]
-    assert long_tasks
-    assert pretraining_documents(small) == pretraining_documents(small, code_steps=4)
-    documents = pretraining_documents(small, code_steps=3)
-    assert len(documents) == 2 * len(small.corpus) - len(long_tasks)
-    for task in long_tasks:
-        mentions = [document for document in documents if task.description() in document]
-        assert len(mentions) == 1 and "[instruction]" in mentions[0] and task.code() not in mentions[0]
+    assert len(long_tasks) >= 20
+    assert pretraining_documents(small) == pretraining_documents(small, long_code=1.0)
+    for share in (0.0, 0.5):
+        documents = pretraining_documents(small, long_code=share)
+        as_code = {task.key for task in long_tasks if shown_as_code(task, share)}
+        assert len(documents) == 2 * len(small.corpus) - len(long_tasks) + len(as_code)
+        assert (share == 0.0) == (not as_code) and len(as_code) < len(long_tasks)
+        for task in long_tasks:
+            written = any(task.code() in document for document in documents)
+            assert written == (task.key in as_code)
+            if not written:
+                mentions = [document for document in documents if task.description() in document]
+                assert len(mentions) == 1 and "[instruction]" in mentions[0]
+    assert as_code >= {task.key for task in long_tasks if shown_as_code(task, 0.25)}
+
+
+def test_long_code_outside_zero_to_one_is_a_clear_error(tmp_path: Path) -> None:
+    from lightning_selfalign.errors import UserError
+    from lightning_selfalign.tiny import build_tiny_model
+
+    with pytest.raises(UserError, match="pretrain_long_code"):
+        build_tiny_model(str(tmp_path / "m"), pretrain="toyworld", pretrain_long_code=1.5)
+    assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.slow
@@ -131,9 +147,11 @@ def test_short_pretraining_makes_a_model_the_engines_load(tmp_path: Path) -> Non
     from lightning_selfalign.tiny import build_tiny_model
 
     output = build_tiny_model(str(tmp_path / "m"), pretrain="toyworld", hidden_size=32, num_layers=1,
-                              intermediate_size=64, pretrain_steps=3, pretrain_batch=2)  # fmt: skip
+                              intermediate_size=64, pretrain_steps=3, pretrain_batch=2,
+                              pretrain_long_code=0.5)  # fmt: skip
     facts = json.loads((output / "pretraining.json").read_text())
-    assert facts["steps"] == 3 and facts["batch"] == 2 and facts["prompt_fingerprints"] == _current_fingerprints()
+    assert facts["steps"] == 3 and facts["batch"] == 2 and facts["recipe"] == {"long_code": 0.5}
+    assert facts["prompt_fingerprints"] == _current_fingerprints()
     engine = load_engine("hf", str(output), EngineOptions(batch_size=2))
     try:
         prompt = build_prompt(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from lightning_selfalign.jsonl import stable_id
 from lightning_selfalign.prompts import Parts, build_prompt, get_format
 from lightning_selfalign.prompts.formats import V1_END
 from lightning_selfalign.toyworld.ops import OPS, VARIABLE
@@ -95,11 +96,18 @@ def instructions_document(task: Task, rng: random.Random) -> str:
     return stage_document("instructions", row, instruction_text(task, rng, Noise(stub_instruction=0.0)), rng)
 
 
-def task_documents(task: Task, cases: list, rng: random.Random, noise: Noise,
-                   code_steps: int = HELD_OUT_LENGTH) -> list[str]:  # fmt: skip
-    """The plain function and one stage document for one corpus task; a task of more than ``code_steps`` steps
+def shown_as_code(task: Task, long_code: float) -> bool:
+    """Whether a corpus task is written out as code: every shorter task, and the share ``long_code`` of the
+    held-out length's tasks (chosen by a hash of the task, so a larger share keeps the smaller one's tasks)."""
+    if len(task.steps) < HELD_OUT_LENGTH:
+        return True
+    return int(stable_id("toyworld-long-code", repr(task.key)), 16) % 10_000 < round(long_code * 10_000)
+
+
+def task_documents(task: Task, cases: list, rng: random.Random, noise: Noise, long_code: float = 1.0) -> list[str]:
+    """The plain function and one stage document for one corpus task; a task :func:`shown_as_code` leaves out
     gives its instruction document only (the base then knows such tasks are asked for, not how to write them)."""
-    if len(task.steps) > code_steps:
+    if not shown_as_code(task, long_code):
         return [instructions_document(task, rng)]
     documents = [task.code()]
     kind = rng.choice(("concepts", "instructions", "responses", "responses"))
@@ -115,9 +123,9 @@ def task_documents(task: Task, cases: list, rng: random.Random, noise: Noise,
 
 
 def pretraining_documents(world: World, noise: Noise | None = None, seed: int = 0,
-                          code_steps: int = HELD_OUT_LENGTH) -> list[str]:  # fmt: skip
-    """Every corpus task's documents, shuffled (seeded); see :func:`task_documents` for ``code_steps``."""
+                          long_code: float = 1.0) -> list[str]:  # fmt: skip
+    """Every corpus task's documents, shuffled (seeded); see :func:`shown_as_code` for ``long_code``."""
     rng, noise = random.Random(seed), noise or Noise()
-    documents = [doc for task, cases in world.corpus for doc in task_documents(task, cases, rng, noise, code_steps)]
+    documents = [doc for task, cases in world.corpus for doc in task_documents(task, cases, rng, noise, long_code)]
     rng.shuffle(documents)
     return documents

@@ -40,8 +40,10 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int = 100) -> floa
 
 
 def pretrain_model(model: Any, tokenizer: Any, documents: list[str], output: Path, steps: int, seed: int = 0,
-                   peak_lr: float = 3e-3, progress: bool = True, batch: int = BATCH) -> dict:  # fmt: skip
-    """Train ``model`` in place for ``steps`` steps of ``batch`` x ``BLOCK`` tokens; writes ``pretraining.json``."""
+                   peak_lr: float = 3e-3, progress: bool = True, batch: int = BATCH,
+                   recipe: dict | None = None) -> dict:  # fmt: skip
+    """Train ``model`` in place for ``steps`` steps of ``batch`` x ``BLOCK`` tokens; writes ``pretraining.json``
+    (with ``recipe``, how the documents were made, under its own key)."""
     import torch
 
     from lightning_selfalign.prompts import STAGES, prompt_fingerprint
@@ -72,6 +74,7 @@ def pretrain_model(model: Any, tokenizer: Any, documents: list[str], output: Pat
         "parameters": sum(p.numel() for p in model.parameters()), "loss_curve": curve,
         "prompt_fingerprints": {stage: prompt_fingerprint(stage, chat=False, num_fewshot=0, prompt_format=PROMPT_FORMAT)
             for stage in STAGES},
+        "recipe": recipe or {},
     }  # fmt: skip
     output.mkdir(parents=True, exist_ok=True)
     (output / "pretraining.json").write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
