@@ -97,6 +97,7 @@ def build_tiny_model(
     pretrain_steps: int = 800,
     pretrain_batch: int = 16,
     pretrain_long_code: float = 1.0,
+    pretrain_stop_at: int | None = None,
     seed: int = 0,
 ) -> Path:
     """Build and save a tiny StarCoder2 model and its tokenizer, offline: random weights (~2.4M parameters), or
@@ -120,6 +121,9 @@ def build_tiny_model(
             batches (more steps) teach this small model to copy a constant from the docstring sooner.
         pretrain_long_code: Share (0-1) of the corpus's four-step tasks the base sees written as code; the others
             give only their instruction document (0: the base has never written a four-step chain).
+        pretrain_stop_at: Stop after this many of ``--pretrain_steps``' steps, keeping that run's schedule: the
+            run's checkpoint at that step (default: all of them). A run that learns to copy passes through the
+            benchmark's window just before it does, and a checkpoint there learns from right rows fast.
         seed: Seed for the tokenizer corpus, the weights, the code world and the pretraining order.
     """
     import torch
@@ -130,6 +134,8 @@ def build_tiny_model(
         raise UserError(f"--output_dir {output} is a file; name a folder")
     if not 0.0 <= pretrain_long_code <= 1.0:
         raise UserError(f"--pretrain_long_code is a share (0 to 1) of four-step tasks, not {pretrain_long_code}")
+    if pretrain_stop_at is not None and not 1 <= pretrain_stop_at <= pretrain_steps:
+        raise UserError(f"--pretrain_stop_at {pretrain_stop_at}: a step from 1 to --pretrain_steps {pretrain_steps}")
     documents = None
     if pretrain == "toyworld":
         from lightning_selfalign.toyworld import build_world, pretraining_documents
@@ -145,7 +151,8 @@ def build_tiny_model(
         from lightning_selfalign.toyworld.pretrain import pretrain_model
 
         recipe = {"long_code": pretrain_long_code}
-        pretrain_model(model, tokenizer, documents, output, pretrain_steps, seed, batch=pretrain_batch, recipe=recipe)
+        pretrain_model(model, tokenizer, documents, output, pretrain_steps, seed, batch=pretrain_batch, recipe=recipe,
+                       stop_at=pretrain_stop_at)  # fmt: skip
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)
     print(f"tiny model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters -> {output}")

@@ -132,12 +132,15 @@ def test_long_code_leaves_a_share_of_four_step_tasks_as_instructions_only() -> N
     assert as_code >= {task.key for task in long_tasks if shown_as_code(task, 0.25)}
 
 
-def test_long_code_outside_zero_to_one_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("option", "value"), [("pretrain_long_code", 1.5), ("pretrain_stop_at", 0), ("pretrain_stop_at", 801)]
+)
+def test_pretraining_options_out_of_range_are_a_clear_error(tmp_path: Path, option: str, value: float) -> None:
     from lightning_selfalign.errors import UserError
     from lightning_selfalign.tiny import build_tiny_model
 
-    with pytest.raises(UserError, match="pretrain_long_code"):
-        build_tiny_model(str(tmp_path / "m"), pretrain="toyworld", pretrain_long_code=1.5)
+    with pytest.raises(UserError, match=option):
+        build_tiny_model(str(tmp_path / "m"), pretrain="toyworld", **{option: value})
     assert not (tmp_path / "m").exists()
 
 
@@ -147,10 +150,11 @@ def test_short_pretraining_makes_a_model_the_engines_load(tmp_path: Path) -> Non
     from lightning_selfalign.tiny import build_tiny_model
 
     output = build_tiny_model(str(tmp_path / "m"), pretrain="toyworld", hidden_size=32, num_layers=1,
-                              intermediate_size=64, pretrain_steps=3, pretrain_batch=2,
+                              intermediate_size=64, pretrain_steps=4, pretrain_stop_at=3, pretrain_batch=2,
                               pretrain_long_code=0.5)  # fmt: skip
     facts = json.loads((output / "pretraining.json").read_text())
-    assert facts["steps"] == 3 and facts["batch"] == 2 and facts["recipe"] == {"long_code": 0.5}
+    assert facts["steps"] == 4 and facts["stopped_at"] == 3 and facts["batch"] == 2
+    assert facts["recipe"] == {"long_code": 0.5} and facts["loss_curve"][-1][0] == 2
     assert facts["prompt_fingerprints"] == _current_fingerprints()
     engine = load_engine("hf", str(output), EngineOptions(batch_size=2))
     try:

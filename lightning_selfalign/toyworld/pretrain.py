@@ -41,9 +41,10 @@ def learning_rate(step: int, steps: int, peak: float, warmup: int = 100) -> floa
 
 def pretrain_model(model: Any, tokenizer: Any, documents: list[str], output: Path, steps: int, seed: int = 0,
                    peak_lr: float = 3e-3, progress: bool = True, batch: int = BATCH,
-                   recipe: dict | None = None) -> dict:  # fmt: skip
+                   recipe: dict | None = None, stop_at: int | None = None) -> dict:  # fmt: skip
     """Train ``model`` in place for ``steps`` steps of ``batch`` x ``BLOCK`` tokens; writes ``pretraining.json``
-    (with ``recipe``, how the documents were made, under its own key)."""
+    (with ``recipe``, how the documents were made, under its own key). ``stop_at`` stops after that many steps of
+    the same schedule: the run's checkpoint at that step, its learning rate not yet decayed."""
     import torch
 
     from lightning_selfalign.prompts import STAGES, prompt_fingerprint
@@ -54,7 +55,8 @@ def pretrain_model(model: Any, tokenizer: Any, documents: list[str], output: Pat
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, betas=(0.9, 0.95), weight_decay=0.01)
     model.train()
     curve, started = [], time.perf_counter()
-    bar = tqdm(range(steps), desc="pretrain", unit="step", disable=not progress, file=sys.stderr)
+    taken = steps if stop_at is None else stop_at
+    bar = tqdm(range(taken), desc="pretrain", unit="step", disable=not progress, file=sys.stderr)
     for step in bar:
         starts = torch.randint(0, len(stream) - BLOCK - 1, (batch,), generator=generator)
         blocks = torch.stack([stream[s : s + BLOCK] for s in starts.tolist()])
@@ -64,12 +66,13 @@ def pretrain_model(model: Any, tokenizer: Any, documents: list[str], output: Pat
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step % max(1, steps // 16) == 0 or step == steps - 1:
+        if step % max(1, steps // 16) == 0 or step == taken - 1:
             curve.append([step, round(loss.item(), 4)])
             bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
     facts = {
-        "documents": len(documents), "tokens": len(stream), "steps": steps, "batch": batch, "block": BLOCK,
+        "documents": len(documents), "tokens": len(stream), "steps": steps, "stopped_at": taken, "batch": batch,
+        "block": BLOCK,
         "peak_lr": peak_lr, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
         "parameters": sum(p.numel() for p in model.parameters()), "loss_curve": curve,
         "prompt_fingerprints": {stage: prompt_fingerprint(stage, chat=False, num_fewshot=0, prompt_format=PROMPT_FORMAT)
