@@ -71,9 +71,9 @@ def pretrain_model(model: Any, tokenizer: Any, documents: list[str], output: Pat
             bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
     facts = {
-        "documents": len(documents), "tokens": len(stream), "steps": steps, "stopped_at": taken, "batch": batch,
-        "block": BLOCK,
-        "peak_lr": peak_lr, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
+        "documents": len(documents), "tokens": len(stream), "steps": steps, "stopped_at": taken,
+        "batch": batch, "block": BLOCK, "peak_lr": peak_lr, "seed": seed,
+        "seconds": round(time.perf_counter() - started, 1),
         "parameters": sum(p.numel() for p in model.parameters()), "loss_curve": curve,
         "prompt_fingerprints": {stage: prompt_fingerprint(stage, chat=False, num_fewshot=0, prompt_format=PROMPT_FORMAT)
             for stage in STAGES},
