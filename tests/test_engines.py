@@ -35,6 +35,22 @@ def test_each_row_is_independent_of_its_batch(hf):
     assert all(c.finish_reason == "length" and c.num_tokens == 10 for c in together)
 
 
+@pytest.mark.timeout(300)
+def test_rows_that_end_early_leave_the_batch_without_changing_the_others(hf):
+    sampling = Sampling(temperature=0.9, top_p=1.0, max_new_tokens=24)
+    free = [c.text for c in hf.generate(prompts(6), sampling)]
+    # The two characters found in most rows' free text: rows then stop at different steps, or not at all.
+    stop = max({text[i : i + 2] for text in free for i in range(len(text) - 1)}, key=lambda s: (
+        sum(s in text for text in free), s))  # fmt: skip
+    requests = [Request(text=r.text, messages=None, stop=(stop,), seed=r.seed) for r in prompts(6)]
+    hf.default_batch_size = 6
+    together = hf.generate(requests, sampling)
+    alone = [hf.generate([request], sampling)[0] for request in requests]
+    assert together == alone
+    assert len({c.num_tokens for c in together}) > 1, "rows ended at different steps"
+    assert all(free[i].startswith(c.text) for i, c in enumerate(together))
+
+
 def _fmix32(value: int) -> int:
     """MurmurHash3's finaliser in plain Python integers, the reference for the tensor version."""
     value ^= value >> 16
@@ -55,16 +71,16 @@ def test_the_hashed_sampler_draws_each_token_as_often_as_its_probability():
     logits = torch.log(torch.tensor([0.5, 0.3, 0.2, 0.0])).repeat(rows, 1)
 
     def shares(top_p: float, step: int, temperature: float = 1.0) -> list[float]:
-        sampler = PerRowSampler(range(rows), Sampling(temperature=temperature, top_p=top_p), torch.device("cpu"), 3)
-        chosen = sampler(torch.zeros(rows, 3 + step, dtype=torch.long), logits.clone()).argmax(dim=-1)
+        sampler = PerRowSampler(range(rows), Sampling(temperature=temperature, top_p=top_p), torch.device("cpu"))
+        chosen = sampler.draw(logits.clone(), step, torch.arange(rows))
         return (torch.bincount(chosen, minlength=4).double() / rows).tolist()
 
     assert shares(1.0, 0) == pytest.approx([0.5, 0.3, 0.2, 0.0], abs=0.015)
     assert shares(0.7, 5) == pytest.approx([0.625, 0.375, 0.0, 0.0], abs=0.015)  # top-p keeps 0.5 + 0.3
     assert shares(1.0, 1, temperature=0.5) == pytest.approx([0.658, 0.237, 0.105, 0.0], abs=0.015)
-    sampler = PerRowSampler([7], Sampling(temperature=1.0, top_p=1.0), torch.device("cpu"), 0)
+    sampler = PerRowSampler([7], Sampling(temperature=1.0, top_p=1.0), torch.device("cpu"))
     flat = torch.zeros(1, 1000)
-    steps = {int(sampler(torch.zeros(1, step, dtype=torch.long), flat.clone()).argmax()) for step in range(50)}
+    steps = {int(sampler.draw(flat.clone(), step, torch.tensor([0]))) for step in range(50)}
     assert len(steps) > 40, "one row draws afresh at every step"
 
 

@@ -1,26 +1,21 @@
-"""transformers ``generate`` in this process: batched, left-padded, one sampling seed per row.
+"""A transformers causal LM in this process: batched, left-padded, one sampling seed per row.
 
-``generate``'s own sampler draws every row of a batch from one global generator, so a sample would change
-with the batch it happens to land in (and a resumed run would not reproduce an uninterrupted one). Here a
-logits processor draws each row's next token by inverse CDF from a uniform that hashes the row's seed (from the
-request) with the step, for the whole batch at once, and hands ``generate`` a one-hot choice, which its greedy
-step then takes. Rows are independent of batching, ordering and sharding, up to float noise from padding.
+The engine runs its own decoding loop over the model's forward pass and KV cache (``DynamicCache``), as
+``generate`` does, with two differences. Each row's next token is drawn by inverse CDF from a uniform that hashes
+the row's seed (from the request) with the step, for the whole batch at once (``generate``'s sampler draws every
+row from one global generator, so a sample would change with the batch it lands in, and a resumed run would not
+reproduce an uninterrupted one). And a row that ends (EOS or a stop string) leaves the batch and the cache at once,
+where ``generate`` keeps computing it until the longest row ends. Rows are independent of batching, ordering and
+sharding, up to float noise from padding.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GenerationConfig,
-    LogitsProcessor,
-    LogitsProcessorList,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from lightning_selfalign.engines import Completion, Request, Sampling, cut_at_stop, prompt_token_ids
 from lightning_selfalign.errors import UserError
@@ -60,54 +55,45 @@ def row_keys(seeds: Sequence[int], device: torch.device) -> torch.Tensor:
     return mix32(torch.tensor([seed & _MASK32 for seed in seeds], dtype=torch.int64, device=device) ^ high)
 
 
-class PerRowSampler(LogitsProcessor):
+class PerRowSampler:
     """Temperature + top-p sampling by inverse CDF, with each row's uniform a hash of (its seed, the step): the
-    whole batch is drawn in a few tensor operations, and a row's draw does not depend on its batch. Returns a
-    one-hot (0 / -inf) choice."""
+    whole batch is drawn in a few tensor operations, and a row's draw does not depend on its batch."""
 
-    def __init__(self, seeds: Sequence[int], sampling: Sampling, device: torch.device, prompt_width: int) -> None:
+    def __init__(self, seeds: Sequence[int], sampling: Sampling, device: torch.device) -> None:
         self.sampling = sampling
         self.keys = row_keys(seeds, device)
-        self.prompt_width = prompt_width
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def draw(self, scores: torch.Tensor, step: int, rows: torch.Tensor) -> torch.Tensor:
+        """The next token of each of ``rows`` (indices into the seeds), from their last-position logits."""
         if self.sampling.temperature <= 0:
-            chosen = scores.argmax(dim=-1)
-        else:
-            probs = torch.softmax(scores.double() / self.sampling.temperature, dim=-1)
-            if self.sampling.top_p < 1.0:
-                # Drop a token once the mass before it already reaches top_p (the most likely token always stays),
-                # as a probability floor applied in vocabulary order: the CDF below never follows a sort, so float
-                # noise from padding cannot reorder near-equal tokens under a row's draw.
-                ranked = probs.sort(dim=-1, descending=True).values
-                kept = ((ranked.cumsum(dim=-1) - ranked) < self.sampling.top_p).sum(dim=-1, keepdim=True)
-                probs = probs.masked_fill(probs < ranked.gather(1, kept - 1), 0.0)
-            cdf = probs.cumsum(dim=-1)
-            target = row_uniforms(self.keys, input_ids.shape[1] - self.prompt_width) * cdf[:, -1]
-            chosen = torch.searchsorted(cdf, target.unsqueeze(1), right=True).clamp_(max=cdf.shape[1] - 1).view(-1)
-        one_hot = torch.full_like(scores, float("-inf"))
-        return one_hot.scatter_(1, chosen.view(-1, 1), 0.0)
+            return scores.argmax(dim=-1)
+        probs = torch.softmax(scores.double() / self.sampling.temperature, dim=-1)
+        if self.sampling.top_p < 1.0:
+            # Drop a token once the mass before it already reaches top_p (the most likely token always stays),
+            # as a probability floor applied in vocabulary order: the CDF below never follows a sort, so float
+            # noise from padding cannot reorder near-equal tokens under a row's draw.
+            ranked = probs.sort(dim=-1, descending=True).values
+            kept = ((ranked.cumsum(dim=-1) - ranked) < self.sampling.top_p).sum(dim=-1, keepdim=True)
+            probs = probs.masked_fill(probs < ranked.gather(1, kept - 1), 0.0)
+        cdf = probs.cumsum(dim=-1)
+        target = row_uniforms(self.keys[rows], step) * cdf[:, -1]
+        return torch.searchsorted(cdf, target.unsqueeze(1), right=True).clamp_(max=cdf.shape[1] - 1).view(-1)
 
 
-class StopOnText(StoppingCriteria):
-    """Ends a row once its recent text contains a stop string. Decoding a short tail per step is far cheaper
-    than transformers' ``stop_strings`` machinery, which dominated the step time of small models."""
+class StopOnText:
+    """Whether a row's recent text contains a stop string. Decoding a short tail per step is far cheaper than
+    transformers' ``stop_strings`` machinery, which dominated the step time of small models."""
 
-    def __init__(self, tokenizer: object, stops: Sequence[str], prompt_width: int, tail_tokens: int = 16) -> None:
+    def __init__(self, tokenizer: object, stops: Sequence[str], tail_tokens: int = 16) -> None:
         self.tokenizer = tokenizer
         self.stops = [s for s in stops if s]
-        self.prompt_width = prompt_width
         self.tail = max(tail_tokens, *(len(s) for s in self.stops)) if self.stops else tail_tokens
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    def __call__(self, generated: Sequence[list[int]]) -> list[bool]:
         if not self.stops:
-            return done
-        start = max(self.prompt_width, input_ids.shape[1] - self.tail)
-        tails = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
-        for row, text in enumerate(tails):
-            done[row] = any(stop in text for stop in self.stops)
-        return done
+            return [False] * len(generated)
+        tails = self.tokenizer.batch_decode([tokens[-self.tail :] for tokens in generated], skip_special_tokens=True)
+        return [any(stop in text for stop in self.stops) for text in tails]
 
 
 class HFEngine:
@@ -128,6 +114,9 @@ class HFEngine:
         except (OSError, ValueError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"--model {model}: cannot load it with transformers ({first_line})") from None
+        # transformers 5.x renamed forward's ``past_key_values`` to ``cache``; the package supports both.
+        parameters = inspect.signature(self.lm.forward).parameters
+        self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
         self.eos_id = self.tokenizer.eos_token_id
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
 
@@ -150,23 +139,37 @@ class HFEngine:
     def _generate_batch(
         self, prompts: list[list[int]], seeds: list[int], stops: list[str], sampling: Sampling
     ) -> list[list[int]]:
+        """Decode a left-padded batch with a KV cache, dropping each row from the batch (and the cache) once it
+        ends: a step costs what the rows still running cost, not what the longest one does."""
         width = max(len(p) for p in prompts)
         input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        config = GenerationConfig(
-            do_sample=False,
-            max_new_tokens=sampling.max_new_tokens,
-            eos_token_id=self.eos_id,
-            pad_token_id=self.pad_id,
-        )
-        output = self.lm.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            generation_config=config,
-            logits_processor=LogitsProcessorList([PerRowSampler(seeds, sampling, self.device, width)]),
-            stopping_criteria=StoppingCriteriaList([StopOnText(self.tokenizer, stops, width)]),
-        )
-        return output[:, width:].tolist()
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        positions = (mask.cumsum(dim=-1) - 1).clamp_(min=0)
+        sampler, stop_on_text = PerRowSampler(seeds, sampling, self.device), StopOnText(self.tokenizer, stops)
+        generated: list[list[int]] = [[] for _ in prompts]
+        rows = torch.arange(len(prompts), device=self.device)  # the batch's rows still running
+        cache = {self.cache_argument: DynamicCache()}
+        logits = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1, **cache).logits[:, -1]  # fmt: skip
+        for step in range(sampling.max_new_tokens):
+            tokens = sampler.draw(logits.float(), step, rows)
+            running = rows.tolist()
+            for row, token in zip(running, tokens.tolist()):
+                generated[row].append(token)
+            ended = (tokens == self.eos_id).tolist()
+            stopped = stop_on_text([generated[row] for row in running])
+            keep = [i for i, (eos, stop) in enumerate(zip(ended, stopped)) if not (eos or stop)]
+            if not keep or step + 1 == sampling.max_new_tokens:
+                break
+            if len(keep) < len(running):
+                index = torch.tensor(keep, device=self.device)
+                cache[self.cache_argument].batch_select_indices(index)
+                rows, tokens, mask, positions = rows[index], tokens[index], mask[index], positions[index]
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            positions = positions[:, -1:] + 1
+            logits = self.lm(input_ids=tokens.view(-1, 1), attention_mask=mask, position_ids=positions,
+                             use_cache=True, **cache).logits[:, -1]  # fmt: skip
+        return generated
 
     def _completion(
         self, generated: list[int], stop: Sequence[str], sampling: Sampling, prompt_tokens: int
