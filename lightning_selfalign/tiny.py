@@ -98,6 +98,7 @@ def build_tiny_model(
     pretrain_batch: int = 16,
     pretrain_long_code: float = 1.0,
     pretrain_stop_at: int | None = None,
+    pretrain_slip: float = 0.0,
     seed: int = 0,
 ) -> Path:
     """Build and save a tiny StarCoder2 model and its tokenizer, offline: random weights (~2.4M parameters), or
@@ -124,6 +125,9 @@ def build_tiny_model(
         pretrain_stop_at: Stop after this many of ``--pretrain_steps``' steps, keeping that run's schedule: the
             run's checkpoint at that step (default: all of them). A run that learns to copy passes through the
             benchmark's window just before it does, and a checkpoint there learns from right rows fast.
+        pretrain_slip: Share (0-1) of the corpus's tasks whose code is written with a slip: each add, subtract,
+            multiply, add-to-each, multiply-each and append step one constant too high, under a docstring that
+            states the right one; the tests in its documents stay right (``toyworld.documents.written_code``).
         seed: Seed for the tokenizer corpus, the weights, the code world and the pretraining order.
     """
     import torch
@@ -134,13 +138,16 @@ def build_tiny_model(
         raise UserError(f"--output_dir {output} is a file; name a folder")
     if not 0.0 <= pretrain_long_code <= 1.0:
         raise UserError(f"--pretrain_long_code is a share (0 to 1) of four-step tasks, not {pretrain_long_code}")
+    if not 0.0 <= pretrain_slip <= 1.0:
+        raise UserError(f"--pretrain_slip is a share (0 to 1) of the corpus's tasks, not {pretrain_slip}")
     if pretrain_stop_at is not None and not 1 <= pretrain_stop_at <= pretrain_steps:
         raise UserError(f"--pretrain_stop_at {pretrain_stop_at}: a step from 1 to --pretrain_steps {pretrain_steps}")
     documents = None
     if pretrain == "toyworld":
         from lightning_selfalign.toyworld import build_world, pretraining_documents
 
-        documents = pretraining_documents(build_world(seed), seed=seed, long_code=pretrain_long_code)
+        documents = pretraining_documents(build_world(seed), seed=seed, long_code=pretrain_long_code,
+                                          slip=pretrain_slip)  # fmt: skip
     tokenizer = build_tokenizer(vocab_size=vocab_size or (2048 if documents else 4096), seed=seed, texts=documents)
     # StarCoder2-15B ships with dropout 0.1 everywhere; the random model keeps it so "dropout off" is exercised.
     config = tiny_config(tokenizer, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size,
@@ -150,7 +157,7 @@ def build_tiny_model(
     if documents is not None:
         from lightning_selfalign.toyworld.pretrain import pretrain_model
 
-        recipe = {"long_code": pretrain_long_code}
+        recipe = {"long_code": pretrain_long_code, "slip": pretrain_slip}
         pretrain_model(model, tokenizer, documents, output, pretrain_steps, seed, batch=pretrain_batch, recipe=recipe,
                        stop_at=pretrain_stop_at)  # fmt: skip
     model.save_pretrained(output)

@@ -132,8 +132,41 @@ def test_long_code_leaves_a_share_of_four_step_tasks_as_instructions_only() -> N
     assert as_code >= {task.key for task in long_tasks if shown_as_code(task, 0.25)}
 
 
+def test_slip_writes_some_code_one_constant_off_under_the_right_docstring_and_right_tests() -> None:
+    from lightning_selfalign.sandbox import execute
+    from lightning_selfalign.toyworld.documents import SLIP_OPS, slips, written_code
+
+    small = build_world(seed=0, corpus=400, seed_pool=1, benchmark=1)
+    assert pretraining_documents(small) == pretraining_documents(small, slip=0.0)
+    slipping = [task for task, _ in small.corpus
+                if slips(task, 0.5) and {step.op.name for step in task.steps} & set(SLIP_OPS)]  # fmt: skip
+    assert len(slipping) >= 20 and not any(slips(task, 0.0) for task, _ in small.corpus)
+    for task in slipping[:5]:
+        code = written_code(task, 0.5)
+        assert code != task.code() and code.startswith(task.prompt())
+        namespace: dict = {}
+        exec(compile(code, "<slipped>", "exec"), namespace)
+        assert any(namespace[task.name](argument) != expected for argument, expected in _cases(small, task))
+    # In response documents only the code slips: the tests recompute the description's chain, so they catch it.
+    clean = Noise(wrong_code=0.0, wrong_tests=0.0, literal_assert=0.0)
+    references = {task.code() for task, _ in small.corpus}
+    verdicts: dict[bool, list[str]] = {True: [], False: []}
+    for document in pretraining_documents(small, clean, slip=1.0):
+        if "[response]\n" in document:
+            fields = parse_output("responses", document.rsplit("[response]\n", 1)[1], PROMPT_FORMAT).fields
+            code = fields["code"]
+            verdicts[code not in references].append(execute(code, fields["tests"]).verdict)
+    assert verdicts[False] and set(verdicts[False]) == {"pass"}
+    assert len(verdicts[True]) >= 10 and verdicts[True].count("fail") >= 0.8 * len(verdicts[True])
+
+
+def _cases(world, task) -> list:
+    return next(cases for t, cases in world.corpus if t.key == task.key)
+
+
 @pytest.mark.parametrize(
-    ("option", "value"), [("pretrain_long_code", 1.5), ("pretrain_stop_at", 0), ("pretrain_stop_at", 801)]
+    ("option", "value"),
+    [("pretrain_long_code", 1.5), ("pretrain_slip", -0.1), ("pretrain_stop_at", 0), ("pretrain_stop_at", 801)],
 )
 def test_pretraining_options_out_of_range_are_a_clear_error(tmp_path: Path, option: str, value: float) -> None:
     from lightning_selfalign.errors import UserError
@@ -154,7 +187,7 @@ def test_short_pretraining_makes_a_model_the_engines_load(tmp_path: Path) -> Non
                               pretrain_long_code=0.5)  # fmt: skip
     facts = json.loads((output / "pretraining.json").read_text())
     assert facts["steps"] == 4 and facts["stopped_at"] == 3 and facts["batch"] == 2
-    assert facts["recipe"] == {"long_code": 0.5} and facts["loss_curve"][-1][0] == 2
+    assert facts["recipe"] == {"long_code": 0.5, "slip": 0.0} and facts["loss_curve"][-1][0] == 2
     assert facts["prompt_fingerprints"] == _current_fingerprints()
     engine = load_engine("hf", str(output), EngineOptions(batch_size=2))
     try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from lightning_selfalign.jsonl import stable_id
 from lightning_selfalign.prompts import Parts, build_prompt, get_format
 from lightning_selfalign.prompts.formats import V1_END
-from lightning_selfalign.toyworld.ops import OPS, VARIABLE
+from lightning_selfalign.toyworld.ops import OPS, VARIABLE, Step
 from lightning_selfalign.toyworld.tasks import Task
 from lightning_selfalign.toyworld.world import HELD_OUT_LENGTH, World
 
@@ -29,6 +29,9 @@ REASONING = (
 DIFFICULTY = {1: "easy", 2: "easy", 3: "medium", 4: "hard"}
 # The layout the committed base model was pretrained in (configs/self-align-toyworld-cpu.yaml generates in it).
 PROMPT_FORMAT = "selfalign-v1"
+# The operations a careless author writes with their constant one too high (``--pretrain_slip``): "add 3" as
+# ``n + 4``. Together they are about one step in five of the benchmark's and the seed pool's tasks.
+SLIP_OPS = ("add", "sub", "mul", "map_add", "map_mul", "append")
 # The stub's body is a placeholder, so a prompt ending in a docstring is continued with a body, not a fence.
 STUB_INSTRUCTION = "Implement this function:\n```python\n{prompt}    ...\n```"
 
@@ -41,6 +44,25 @@ class Noise:
     wrong_tests: float = 0.10
     literal_assert: float = 0.2
     stub_instruction: float = 0.3
+
+
+def slips(task: Task, slip: float) -> bool:
+    """Whether the code of ``task`` is written with the slip: true for the share ``slip`` of tasks (by a hash of the
+    task, so a document's randomness is untouched and a larger share keeps the smaller one's tasks)."""
+    return int(stable_id("toyworld-slip", repr(task.key)), 16) % 10_000 < round(slip * 10_000)
+
+
+def written_code(task: Task, slip: float = 0.0) -> str:
+    """The task's code as the corpus shows it: the reference, or (for the share ``slip`` of tasks) with each step of
+    SLIP_OPS one constant too high while the docstring states the right one. Only code carries the slip: the
+    tests in response documents recompute the expected value from the description, right."""
+    if not slips(task, slip) or not any(step.op.name in SLIP_OPS for step in task.steps):
+        return task.code()
+    slipped = Task(task.name, tuple(
+        Step(step.op, {**step.values, "k": step.values["k"] + 1}) if step.op.name in SLIP_OPS else step
+        for step in task.steps
+    ))  # fmt: skip
+    return task.prompt() + slipped.code()[len(slipped.prompt()) :]
 
 
 def perturb(task: Task, rng: random.Random) -> Task:
@@ -74,13 +96,13 @@ def tests_text(task: Task, arguments: list, rng: random.Random, noise: Noise) ->
     return "\n".join(lines)
 
 
-def response_text(task: Task, cases: list, rng: random.Random, noise: Noise) -> str:
+def response_text(task: Task, cases: list, rng: random.Random, noise: Noise, slip: float = 0.0) -> str:
     code_task = perturb(task, rng) if rng.random() < noise.wrong_code else task
     tests_task = perturb(task, rng) if rng.random() < noise.wrong_tests else task
     arguments = [argument for argument, _ in cases[:3]]
     reasoning = rng.choice(REASONING)  # drawn before the tests, as the committed model's documents were
     tests = tests_text(tests_task, arguments, rng, noise)
-    return get_format(PROMPT_FORMAT).render_response(Parts(reasoning, code_task.code(), "", tests))
+    return get_format(PROMPT_FORMAT).render_response(Parts(reasoning, written_code(code_task, slip), "", tests))
 
 
 def stage_document(stage: str, row: dict, answer: str, rng: random.Random) -> str:
@@ -104,28 +126,33 @@ def shown_as_code(task: Task, long_code: float) -> bool:
     return int(stable_id("toyworld-long-code", repr(task.key)), 16) % 10_000 < round(long_code * 10_000)
 
 
-def task_documents(task: Task, cases: list, rng: random.Random, noise: Noise, long_code: float = 1.0) -> list[str]:
+def task_documents(
+    task: Task, cases: list, rng: random.Random, noise: Noise, long_code: float = 1.0, slip: float = 0.0
+) -> list[str]:
     """The plain function and one stage document for one corpus task; a task :func:`shown_as_code` leaves out
     gives its instruction document only (the base then knows such tasks are asked for, not how to write them)."""
     if not shown_as_code(task, long_code):
         return [instructions_document(task, rng)]
-    documents = [task.code()]
+    code = written_code(task, slip)
+    documents = [code]
     kind = rng.choice(("concepts", "instructions", "responses", "responses"))
     if kind == "concepts":
         answer = get_format(PROMPT_FORMAT).render_concepts(task.concepts())
-        documents.append(stage_document(kind, {"id": task.name, "seed": task.code()}, answer, rng))
+        documents.append(stage_document(kind, {"id": task.name, "seed": code}, answer, rng))
     elif kind == "instructions":
         documents.append(instructions_document(task, rng))
     else:
         row = {"id": task.name, "instruction": instruction_text(task, rng, noise)}
-        documents.append(stage_document(kind, row, response_text(task, cases, rng, noise), rng))
+        documents.append(stage_document(kind, row, response_text(task, cases, rng, noise, slip), rng))
     return documents
 
 
-def pretraining_documents(world: World, noise: Noise | None = None, seed: int = 0,
-                          long_code: float = 1.0) -> list[str]:  # fmt: skip
-    """Every corpus task's documents, shuffled (seeded); see :func:`shown_as_code` for ``long_code``."""
+def pretraining_documents(world: World, noise: Noise | None = None, seed: int = 0, long_code: float = 1.0,
+                          slip: float = 0.0) -> list[str]:  # fmt: skip
+    """Every corpus task's documents, shuffled (seeded); see :func:`shown_as_code` for ``long_code`` and
+    :func:`written_code` for ``slip``."""
     rng, noise = random.Random(seed), noise or Noise()
-    documents = [doc for task, cases in world.corpus for doc in task_documents(task, cases, rng, noise, long_code)]
+    documents = [doc for task, cases in world.corpus
+                 for doc in task_documents(task, cases, rng, noise, long_code, slip)]  # fmt: skip
     rng.shuffle(documents)
     return documents
