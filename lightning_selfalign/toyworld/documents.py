@@ -5,7 +5,8 @@ Every corpus task gives a plain documented function, and one document in the pip
 the prompts the loop will show it): a function with its concepts, concepts with an instruction, or an
 instruction with a response of reasoning, code and tests (which recompute the expected value from the description,
 step by step). Responses carry realistic noise: some solutions are wrong (one step changed; their tests still follow
-the description), some tests are wrong, and some asserts state a literal expected value.
+the description), some tests are wrong, and some asserts state a literal expected value. Optionally (``slip``) a
+share of the corpus's code has a habit its tests do not: six operations written one constant too high.
 """
 
 from __future__ import annotations
@@ -46,10 +47,15 @@ class Noise:
     stub_instruction: float = 0.3
 
 
+def in_share(tag: str, task: Task, share: float) -> bool:
+    """True for the share ``share`` of tasks, chosen by a hash of ``tag`` and the task: no draw from a document's
+    random generator, and a larger share keeps the smaller one's tasks."""
+    return int(stable_id(tag, repr(task.key)), 16) % 10_000 < round(share * 10_000)
+
+
 def slips(task: Task, slip: float) -> bool:
-    """Whether the code of ``task`` is written with the slip: true for the share ``slip`` of tasks (by a hash of the
-    task, so a document's randomness is untouched and a larger share keeps the smaller one's tasks)."""
-    return int(stable_id("toyworld-slip", repr(task.key)), 16) % 10_000 < round(slip * 10_000)
+    """Whether the code of ``task`` is written with the slip (the share ``slip`` of tasks)."""
+    return in_share("toyworld-slip", task, slip)
 
 
 def written_code(task: Task, slip: float = 0.0) -> str:
@@ -123,7 +129,7 @@ def shown_as_code(task: Task, long_code: float) -> bool:
     held-out length's tasks (chosen by a hash of the task, so a larger share keeps the smaller one's tasks)."""
     if len(task.steps) < HELD_OUT_LENGTH:
         return True
-    return int(stable_id("toyworld-long-code", repr(task.key)), 16) % 10_000 < round(long_code * 10_000)
+    return in_share("toyworld-long-code", task, long_code)
 
 
 def task_documents(
