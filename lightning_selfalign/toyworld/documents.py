@@ -62,13 +62,13 @@ def written_code(task: Task, slip: float = 0.0) -> str:
     """The task's code as the corpus shows it: the reference, or (for the share ``slip`` of tasks) with each step of
     SLIP_OPS one constant too high while the docstring states the right one. Only code carries the slip: the
     tests in response documents recompute the expected value from the description, right."""
-    if not slips(task, slip) or not any(step.op.name in SLIP_OPS for step in task.steps):
+    if not slips(task, slip):
         return task.code()
     slipped = Task(task.name, tuple(
         Step(step.op, {**step.values, "k": step.values["k"] + 1}) if step.op.name in SLIP_OPS else step
         for step in task.steps
     ))  # fmt: skip
-    return task.prompt() + slipped.code()[len(slipped.prompt()) :]
+    return task.prompt() + slipped.body()
 
 
 def perturb(task: Task, rng: random.Random) -> Task:

@@ -58,14 +58,18 @@ class Task:
         return f'def {self.signature()}:\n    """{self.description()}"""\n'
 
     def code(self) -> str:
-        """The reference solution: one assignment per step, the last one returned."""
+        """The reference solution: the prompt, then :meth:`body`."""
+        return self.prompt() + self.body()
+
+    def body(self) -> str:
+        """One assignment per step, the last one returned."""
         lines, value = [], VARIABLE[self.source]
         for step in self.steps[:-1]:
             name = VARIABLE[step.op.target]
             lines.append(f"    {name} = {step.expression(value)}")
             value = name
         lines.append(f"    return {self.steps[-1].expression(value)}")
-        return self.prompt() + "\n".join(lines)
+        return "\n".join(lines)
 
     def nested(self, literal: str) -> str:
         """The steps as one expression applied to ``literal`` (the form the world's tests use)."""
